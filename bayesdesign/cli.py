@@ -1,0 +1,232 @@
+"""The ``bayesdesign`` command.
+
+Exit codes: 0 success, 2 bad input (unknown names, malformed files, invalid values: the
+message names the argument, file or column), 1 unexpected failure. Output is quiet in scripts:
+progress bars only on an interactive terminal unless ``--progress`` is given.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from . import __version__
+
+
+class _Group(click.Group):
+    """Turn the package's input errors into exit code 2 with a one-line message."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except (ValueError, FileNotFoundError) as e:
+            click.echo(f"error: {e}", err=True)
+            ctx.exit(2)
+
+
+def _progress(flag: bool | None) -> bool:
+    return sys.stderr.isatty() if flag is None else flag
+
+
+def _split(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="bayesdesign")
+def main() -> None:
+    """Adaptive randomized experiments that estimate an average treatment effect as precisely
+    as the data allow.
+
+    \b
+    Typical use:
+      bayesdesign simulate --scenario S2 --designs uniform,plugin-neyman --reps 500 --out r.nc
+      bayesdesign analyze trial_log.csv --arm a --outcome y --propensity pi
+    """
+
+
+@main.command()
+@click.option(
+    "--scenario",
+    default="S2",
+    show_default=True,
+    help="Public scenario S1..S6 (see docs/scenarios.md). Ignored with --replay.",
+)
+@click.option(
+    "--replay",
+    "replay",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Replay a finished trial from this CSV/parquet table instead of a scenario.",
+)
+@click.option(
+    "--covariates", default=None, help="With --replay: comma-separated covariate columns (default: all other columns)."
+)
+@click.option("--arm", default="a", show_default=True, help="With --replay: the 0/1 arm column.")
+@click.option("--outcome", default="y", show_default=True, help="With --replay: the outcome column.")
+@click.option("--k", default=20, show_default=True, help="With --replay: neighbours per arm defining the outcome law.")
+@click.option(
+    "--designs",
+    default="uniform,explore-then-neyman,clip-ogd,plugin-neyman,oracle",
+    show_default=True,
+    help="Comma-separated design names; the oracle is always added as the reference.",
+)
+@click.option(
+    "--horizon", "-T", default=2000, show_default=True, type=click.IntRange(min=10), help="Units per experiment."
+)
+@click.option(
+    "--reps",
+    "-R",
+    default=500,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Replications (common random numbers across designs).",
+)
+@click.option(
+    "--batch-size",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Refit the designs every this many units.",
+)
+@click.option("--seed", default=0, show_default=True, help="Seed of everything random.")
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the full results dataset (netCDF).")
+@click.option(
+    "--keep-units",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Store per-unit records of only this many replications in --out.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON keyed by design.")
+@click.option("--progress/--no-progress", default=None, help="Progress bars (default: only on a terminal).")
+def simulate(
+    scenario,
+    replay,
+    covariates,
+    arm,
+    outcome,
+    k,
+    designs,
+    horizon,
+    reps,
+    batch_size,
+    seed,
+    out,
+    keep_units,
+    as_json,
+    progress,
+):
+    """Compare designs on a scenario or a replayed trial.
+
+    Prints MSE, MSE ratio to the oracle Neyman design on the same seeds, bias, 95% interval
+    coverage, mean |pi - pi*| and the design variance ratio V(design)/V*.
+    """
+    from .design import get_scenario
+    from .design import simulate as run
+    from .io import save_dataset
+    from .summary import format_table, summarize, to_json_dict
+
+    if replay:
+        from .design.replay import ReplayEnvironment
+        from .estimation import read_log
+
+        cols = _split(covariates) if covariates else [c for c in read_log(replay).columns if c not in (arm, outcome)]
+        env = ReplayEnvironment(replay, cols, arm=arm, outcome=outcome, k=k, name=Path(replay).stem)
+    else:
+        env = get_scenario(scenario)
+    ds = run(
+        env,
+        _split(designs),
+        horizon=horizon,
+        reps=reps,
+        seed=seed,
+        batch_size=batch_size,
+        keep_units=keep_units,
+        progress=_progress(progress),
+    )
+    if out:
+        save_dataset(ds, out)
+    table = summarize(ds)
+    if as_json:
+        click.echo(json.dumps(to_json_dict(table), indent=2))
+    else:
+        click.echo(format_table(table, f"{ds.attrs['environment']}: T = {horizon}, {reps} replications, seed {seed}"))
+
+
+@main.command()
+@click.argument("log", type=click.Path(dir_okay=False))
+@click.option("--covariates", default=None, help="Comma-separated covariate columns (default: every other column).")
+@click.option("--arm", default="a", show_default=True, help="The 0/1 arm column.")
+@click.option("--outcome", default="y", show_default=True, help="The outcome column.")
+@click.option("--propensity", default="pi", show_default=True, help="The treatment probability used for each unit.")
+@click.option("--level", default=0.95, show_default=True, type=click.FloatRange(0, 1, min_open=True, max_open=True))
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def analyze(log, covariates, arm, outcome, propensity, level, as_json):
+    """ATE, standard error and interval of a logged experiment.
+
+    LOG is a CSV or parquet table with one row per unit in arrival order: covariates, the arm
+    (0/1), the outcome and the probability of treatment actually used. The estimator is AIPW
+    with series nuisances fitted on earlier units only, valid under adaptive designs.
+    """
+    from .estimation import analyze as run
+
+    res = run(
+        log,
+        covariates=_split(covariates) if covariates else None,
+        arm=arm,
+        outcome=outcome,
+        propensity=propensity,
+        level=level,
+    )
+    if as_json:
+        click.echo(json.dumps(res, indent=2))
+        return
+    pct = f"{100 * level:g}%"
+    click.echo(f"ATE (AIPW)  {res['ate']:.6g}   se {res['se']:.4g}   {pct} CI [{res['lower']:.6g}, {res['upper']:.6g}]")
+    click.echo(f"units {res['n_units']} ({res['n_treated']} treated), {res['n_scored']} scored")
+    click.echo(
+        f"reference: difference in means {res['dim']:.6g} (se {res['dim_se']:.4g}), "
+        f"IPW {res['ipw']:.6g} (se {res['ipw_se']:.4g})"
+    )
+
+
+@main.command()
+@click.option("--scenario", default="S2", show_default=True, help="Scenario to run.")
+@click.option("--horizon", "-T", default=1000, show_default=True, type=click.IntRange(min=10))
+@click.option("--reps", "-R", default=200, show_default=True, type=click.IntRange(min=1))
+@click.option("--seed", default=0, show_default=True)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    default="demo-output",
+    show_default=True,
+    help="Folder for the results dataset.",
+)
+def demo(scenario, horizon, reps, seed, out):
+    """The main job on shipped defaults: every baseline design on a scenario, with a table."""
+    from .design import get_scenario
+    from .design import simulate as run
+    from .io import save_dataset
+    from .summary import format_table, summarize
+
+    designs = ["uniform", "explore-then-neyman", "clip-ogd", "plugin-neyman", "oracle"]
+    click.echo(f"bayesdesign {__version__}: {', '.join(designs)} on {scenario}, T = {horizon}, {reps} replications")
+    ds = run(
+        get_scenario(scenario),
+        designs,
+        horizon=horizon,
+        reps=reps,
+        seed=seed,
+        keep_units=20,
+        progress=sys.stderr.isatty(),
+    )
+    path = save_dataset(ds, Path(out) / "results.nc")
+    click.echo(format_table(summarize(ds)))
+    click.echo(f"\nresults: {path}  ({ds.attrs['seconds']} s)")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,47 @@
+"""Design names on the command line and in :func:`~bayesdesign.simulate`.
+
+``uniform``, ``oracle``, ``explore-then-neyman``, ``clip-ogd``, ``plugin-neyman``; later issues
+add ``teacher:BACKEND:PRIOR`` and ``student:DIR``. Prefixed names dispatch to factories
+registered with :func:`register_prefix`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from .baselines import ClipOGD, ExploreThenNeyman, OracleNeyman, PluginNeyman, Uniform
+
+__all__ = ["BASELINES", "make_design", "register_prefix", "design_names"]
+
+BASELINES: dict[str, Callable] = {
+    "uniform": lambda env, horizon: Uniform(env.bounds),
+    "oracle": lambda env, horizon: OracleNeyman(env),
+    "explore-then-neyman": lambda env, horizon: ExploreThenNeyman(env.bounds, horizon),
+    "clip-ogd": lambda env, horizon: ClipOGD(env.bounds, horizon),
+    "plugin-neyman": lambda env, horizon: PluginNeyman(env.bounds),
+}
+
+_PREFIXES: dict[str, Callable] = {}
+
+
+def register_prefix(prefix: str, factory: Callable) -> None:
+    """Register ``factory(rest, env, horizon)`` for design names ``prefix:rest``."""
+    _PREFIXES[prefix] = factory
+
+
+def design_names() -> list[str]:
+    return list(BASELINES) + [f"{p}:..." for p in _PREFIXES]
+
+
+def make_design(name: str, env, horizon: int):
+    """Build the design called ``name`` for ``env`` (a task batch for S4) and ``horizon``."""
+    if name in BASELINES:
+        policy = BASELINES[name](env, horizon)
+        policy.name = name
+        return policy
+    prefix, _, rest = name.partition(":")
+    if rest and prefix in _PREFIXES:
+        policy = _PREFIXES[prefix](rest, env, horizon)
+        policy.name = name
+        return policy
+    raise ValueError(f"design: unknown name {name!r}; expected one of {design_names()}")

@@ -1,0 +1,63 @@
+"""Per-design summary of a results dataset: the table the CLI prints and its JSON contract.
+
+Fields (stable; scripts read them): ``mse``, ``mse_ratio`` (to the oracle on the same seeds),
+``bias``, ``coverage`` (of the 95% Wald interval), ``mean_abs_pi_error`` (mean
+:math:`|\\pi_t - \\pi^*(X_t)|`) and ``design_var_ratio`` (the variance the realised allocations
+imply, with the true sds, over :math:`V^*`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+__all__ = ["FIELDS", "summarize", "format_table", "to_json_dict"]
+
+FIELDS = ("mse", "mse_ratio", "bias", "coverage", "mean_abs_pi_error", "design_var_ratio")
+
+
+def summarize(ds: xr.Dataset) -> pd.DataFrame:
+    """One row per design with the :data:`FIELDS` (NaN where the truth is unknown)."""
+    rows = {}
+    has_truth = "ate" in ds
+    if has_truth:
+        err = ds.tau_hat - ds.ate
+        mse = (err**2).mean("rep")
+        ref = mse.sel(design="oracle") if "oracle" in ds.design.values else np.nan
+        dvr = (ds.design_var / ds.v_star).mean("rep")
+    for name in ds.design.values:
+        if not has_truth:
+            rows[name] = dict.fromkeys(FIELDS, math.nan)
+            continue
+        rows[name] = {
+            "mse": float(mse.sel(design=name)),
+            "mse_ratio": float(mse.sel(design=name) / ref),
+            "bias": float(err.sel(design=name).mean()),
+            "coverage": float(ds.covered.sel(design=name).mean()),
+            "mean_abs_pi_error": float(ds.abs_pi_err.sel(design=name).mean()),
+            "design_var_ratio": float(dvr.sel(design=name)),
+        }
+    df = pd.DataFrame.from_dict(rows, orient="index")
+    df.index.name = "design"
+    return df
+
+
+def format_table(df: pd.DataFrame, title: str | None = None) -> str:
+    """A plain aligned text table (floats to 4 significant digits)."""
+    cols = ["design", *df.columns]
+    body = [[str(i), *(f"{v:.4g}" for v in row)] for i, row in zip(df.index, df.to_numpy(), strict=True)]
+    widths = [max(len(c), *(len(r[j]) for r in body)) for j, c in enumerate(cols)]
+    line = lambda r: "  ".join(s.rjust(w) if j else s.ljust(w) for j, (s, w) in enumerate(zip(r, widths, strict=True)))  # noqa: E731
+    out = [line(cols), line(["-" * w for w in widths]), *(line(r) for r in body)]
+    return "\n".join(([title] if title else []) + out)
+
+
+def to_json_dict(df: pd.DataFrame) -> dict:
+    """``{design: {field: value}}`` with NaN as ``None``."""
+    return {
+        name: {k: (None if not math.isfinite(v) else float(v)) for k, v in row.items()}
+        for name, row in df.to_dict(orient="index").items()
+    }
