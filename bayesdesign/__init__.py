@@ -2,6 +2,7 @@
 
 __version__ = "0.1.0"
 
+from . import io, summary  # noqa: E402
 from .design import (  # noqa: E402
     ClipSchedule,
     Environment,
@@ -16,6 +17,8 @@ from .estimation import aipw, analyze  # noqa: E402
 
 __all__ = [
     "__version__",
+    "io",
+    "summary",
     "simulate",
     "analyze",
     "aipw",

@@ -50,16 +50,17 @@ def _batch(x, a, y, pi):
     x = check_finite("x", x)
     if x.ndim == 1:
         x = x[:, None]
-    squeeze = x.ndim == 2
-    if squeeze:
-        x = x[None]
+    if x.ndim not in (2, 3):
+        raise ValueError(f"x: expected shape (T, d) or (B, T, d), got {x.shape}")
     y = check_finite("y", y)
     a = check_arms("a", a)
     pi = check_propensity("pi", pi)
-    y, a, pi = (v[None] if squeeze else v for v in (y, a, pi))
     for name, v in (("a", a), ("y", y), ("pi", pi)):
         if v.shape != x.shape[:-1]:
             raise ValueError(f"{name}: expected shape {x.shape[:-1]} to match x, got {v.shape}")
+    squeeze = x.ndim == 2
+    if squeeze:
+        x, a, y, pi = x[None], a[None], y[None], pi[None]
     return x, a, y, pi, squeeze
 
 

@@ -36,7 +36,7 @@ def check_arms(name: str, arr) -> np.ndarray:
     bad = ~np.isin(f, (0.0, 1.0))
     if bad.any():
         vals = np.unique(arr[bad])[:5]
-        raise ValueError(f"{name}: expected arms coded 0 (control) and 1 (treated), found {list(vals)}")
+        raise ValueError(f"{name}: expected arms coded 0 (control) and 1 (treated), found {vals.tolist()}")
     return f.astype(np.int8)
 
 

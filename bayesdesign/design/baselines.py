@@ -20,6 +20,7 @@ import numpy as np
 
 from ..efficiency import neyman
 from ..regression import SeriesRidge, SeriesStats, init_stats, update_stats
+from .environment import evaluate
 from .policy import ClipSchedule, SequentialPolicy
 
 __all__ = ["Uniform", "OracleNeyman", "ExploreThenNeyman", "ClipOGD", "PluginNeyman"]
@@ -66,7 +67,7 @@ class OracleNeyman(SequentialPolicy):
         return Count(state.t + np.shape(y)[-1])
 
     def _raw(self, state, x):
-        return neyman(self.env.sd(x, 1), self.env.sd(x, 0))
+        return neyman(evaluate(self.env, "sd", x, 1), evaluate(self.env, "sd", x, 0))
 
 
 class PlugState(NamedTuple):

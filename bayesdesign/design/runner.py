@@ -19,24 +19,10 @@ from ..efficiency import design_variance, neyman, truth
 from ..estimation import aipw, wald_interval
 from ..regression import SeriesRidge
 from ..validation import check_finite, check_in_bounds
-from .environment import is_task_distribution
+from .environment import evaluate, is_task_distribution
 from .policy import History, IncrementalPolicy
 
 __all__ = ["simulate", "run_design", "draw_experiments"]
-
-
-def _call_env(env, fn: str, x: np.ndarray, *args) -> np.ndarray:
-    """Evaluate ``env.fn`` on (R, T, d) covariates: task batches take them whole, ordinary
-    environments row by row as ``(n, d)``."""
-    r, t, d = x.shape
-    if getattr(env, "n_tasks", None):
-        out = getattr(env, fn)(x, *args)
-    else:
-        out = getattr(env, fn)(x.reshape(r * t, d), *args)
-    out = np.asarray(out, dtype=float)
-    if out.size != r * t:
-        raise ValueError(f"environment.{fn}: expected {r * t} values (one per row of x), got shape {out.shape}")
-    return out.reshape(r, t)
 
 
 def draw_experiments(env, horizon: int, reps: int, seed: int):
@@ -57,22 +43,10 @@ def draw_experiments(env, horizon: int, reps: int, seed: int):
     check_in_bounds("environment.sample_covariates", x, low, high)
     x = x.reshape(reps, horizon, d)
     rng = np.random.default_rng(s_out)
-    y1 = check_finite("environment.sample_outcomes(arm=1)", _outcomes(env, rng, x, 1))
-    y0 = check_finite("environment.sample_outcomes(arm=0)", _outcomes(env, rng, x, 0))
+    y1 = check_finite("environment.sample_outcomes(arm=1)", evaluate(env, "sample_outcomes", x, 1, rng))
+    y0 = check_finite("environment.sample_outcomes(arm=0)", evaluate(env, "sample_outcomes", x, 0, rng))
     u = np.random.default_rng(s_assign).uniform(size=(reps, horizon))
     return env, x, y0, y1, u
-
-
-def _outcomes(env, rng, x, arm):
-    r, t, d = x.shape
-    if getattr(env, "n_tasks", None):
-        out = env.sample_outcomes(rng, x, arm)
-    else:
-        out = env.sample_outcomes(rng, x.reshape(r * t, d), arm)
-    out = np.asarray(out, dtype=float)
-    if out.size != r * t:
-        raise ValueError(f"environment.sample_outcomes: expected {r * t} outcomes, got shape {out.shape}")
-    return out.reshape(r, t)
 
 
 class _HistoryAdapter:
@@ -144,8 +118,10 @@ def simulate(
 
     Returns
     -------
-    xarray.Dataset with dims ``design``, ``rep``, ``t``, ``covariate``: per-unit ``x, a, y, pi,
-    G, pi_star, sd1, sd0`` and per-replication ``tau_hat, se, covered, ate, design_var, v_star``.
+    xarray.Dataset with per-replication ``tau_hat, se, covered, design_var, abs_pi_err`` (dims
+    ``design, rep``) and ``ate, v_star, v_uniform, var_tau`` (``rep``), and per-unit records
+    ``x, a, y, pi, G, scored, pi_star, sd1, sd0`` over ``(design,) unit_rep, t`` where
+    ``unit_rep`` indexes the first ``keep_units`` replications (all by default).
     """
     from .registry import make_design
 
@@ -162,7 +138,7 @@ def simulate(
     fitter = SeriesRidge(env_run.bounds, **(fitter_kwargs or {}))
     if has_truth:
         tr = type(truth(env_run))(*(np.broadcast_to(v, (reps,)) for v in truth(env_run)))
-        sd1, sd0 = _call_env(env_run, "sd", x, 1), _call_env(env_run, "sd", x, 0)
+        sd1, sd0 = evaluate(env_run, "sd", x, 1), evaluate(env_run, "sd", x, 0)
         pi_star = neyman(sd1, sd0)
     keep = reps if keep_units is None else min(keep_units, reps)
     per_unit = {k: [] for k in ("pi", "a", "y", "G", "scored")}
@@ -178,9 +154,9 @@ def simulate(
         if has_truth:
             per_rep["design_var"].append(design_variance(pi, sd1, sd0).mean(-1) + tr.var_tau)
             per_rep["abs_pi_err"].append(np.abs(pi - pi_star).mean(-1))
-    dims_u, dims_r = ("design", "rep", "t"), ("design", "rep")
+    dims_u, dims_r = ("design", "unit_rep", "t"), ("design", "rep")
     data = {k: (dims_u, np.stack(v)) for k, v in per_unit.items()}
-    data["x"] = (("rep", "t", "covariate"), x[:keep])
+    data["x"] = (("unit_rep", "t", "covariate"), x[:keep])
     data.update({k: (dims_r, np.stack(v)) for k, v in per_rep.items() if v})
     lo, hi = wald_interval(data["tau_hat"][1], data["se"][1])
     if has_truth:
@@ -191,9 +167,9 @@ def simulate(
             v_star=("rep", tr.v_star),
             v_uniform=("rep", tr.v_uniform),
             var_tau=("rep", tr.var_tau),
-            pi_star=(("rep", "t"), pi_star[:keep]),
-            sd1=(("rep", "t"), sd1[:keep]),
-            sd0=(("rep", "t"), sd0[:keep]),
+            pi_star=(("unit_rep", "t"), pi_star[:keep]),
+            sd1=(("unit_rep", "t"), sd1[:keep]),
+            sd0=(("unit_rep", "t"), sd0[:keep]),
         )
     ds = xr.Dataset(
         data,

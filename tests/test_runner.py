@@ -1,0 +1,132 @@
+"""The runner: common random numbers, the dataset it returns, netCDF round trips, and the
+statistical targets of the foundation (the slow ones run with ``-m slow``)."""
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from bayesdesign.cli import main
+from bayesdesign.design import get_scenario, simulate
+from bayesdesign.io import load_dataset, save_dataset
+from bayesdesign.summary import FIELDS, summarize
+
+
+def test_dataset_layout_and_common_random_numbers():
+    ds = simulate(get_scenario("S2"), ["uniform", "plugin-neyman"], horizon=200, reps=6, seed=11)
+    assert list(ds.design.values) == ["uniform", "plugin-neyman", "oracle"]
+    assert dict(ds.sizes) == {"design": 3, "rep": 6, "unit_rep": 6, "t": 200, "covariate": 1}
+    for v in ("x", "a", "y", "pi", "G", "pi_star", "tau_hat", "se", "covered", "design_var"):
+        assert v in ds
+    # the same uniforms decide every design: where pi agrees, the arm agrees
+    u_uniform = ds.a.sel(design="uniform")
+    same = np.isclose(ds.pi.sel(design="plugin-neyman"), 0.5)
+    assert (ds.a.sel(design="plugin-neyman").values[same] == u_uniform.values[same]).all()
+    # y is the potential outcome of the arm received
+    again = simulate(get_scenario("S2"), ["uniform"], horizon=200, reps=6, seed=11)
+    np.testing.assert_array_equal(again.y.sel(design="uniform"), ds.y.sel(design="uniform"))
+
+
+def test_batched_refits_and_netcdf_round_trip(tmp_path):
+    ds = simulate(get_scenario("S3"), ["plugin-neyman"], horizon=300, reps=3, seed=2, batch_size=50, keep_units=2)
+    pi = ds.pi.sel(design="plugin-neyman").values
+    assert np.all(pi[:, :50] == 0.5)  # the first batch sees no data
+    assert ds.sizes["rep"] == 3 and ds.pi.shape == (2, 2, 300)
+    path = save_dataset(ds, tmp_path / "sub" / "r.nc")
+    back = load_dataset(path)
+    np.testing.assert_array_equal(back.tau_hat, ds.tau_hat)
+    assert back.attrs["batch_size"] == 50 and back.covered.dtype == bool
+    assert not list(tmp_path.joinpath("sub").glob("*.part"))
+
+
+def test_task_batches_and_replay(rng):
+    ds = simulate(get_scenario("S4"), ["uniform"], horizon=200, reps=5, seed=0)
+    assert np.unique(ds.ate).size == 5  # one task per replication
+    assert np.all(ds.v_star > 0)
+
+
+def test_uniform_design_variance_matches_the_bound():
+    ds = simulate(get_scenario("S2"), ["uniform"], horizon=500, reps=40, seed=5)
+    s = summarize(ds)
+    assert s.loc["uniform", "design_var_ratio"] == pytest.approx(1.289, rel=0.02)
+    assert s.loc["oracle", "design_var_ratio"] == pytest.approx(1.0, abs=0.01)
+
+
+def test_oracle_and_uniform_mse_quick():
+    ds = simulate(get_scenario("S2"), ["uniform"], horizon=1000, reps=300, seed=21)
+    err = ds.tau_hat - ds.ate
+    t_mse = 1000 * (err**2).mean("rep")
+    v_star = float(ds.v_star[0])
+    assert float(t_mse.sel(design="oracle")) / v_star == pytest.approx(1.0, abs=0.2)
+    assert 0.9 <= float(ds.covered.mean()) <= 0.99
+
+
+@pytest.mark.slow
+def test_oracle_mse_matches_v_star_and_uniform_ratio():
+    """Done-when of the foundation: oracle T*MSE within 5% of V*, uniform ratio within 5% of 1.29."""
+    ds = simulate(get_scenario("S2"), ["uniform"], horizon=2000, reps=1000, seed=7)
+    mse = ((ds.tau_hat - ds.ate) ** 2).mean("rep")
+    v_star = 2 + (np.e**2 - np.e**-2) / 2
+    assert 2000 * float(mse.sel(design="oracle")) / v_star == pytest.approx(1.0, abs=0.05)
+    assert float(mse.sel(design="uniform") / mse.sel(design="oracle")) == pytest.approx(1.289, rel=0.05)
+
+
+def test_cli_simulate_json_contract(tmp_path):
+    out = tmp_path / "r.nc"
+    res = CliRunner().invoke(
+        main,
+        [
+            "simulate",
+            "--scenario",
+            "S5",
+            "--designs",
+            "uniform,clip-ogd",
+            "-T",
+            "200",
+            "-R",
+            "5",
+            "--seed",
+            "1",
+            "--json",
+            "--out",
+            str(out),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.output)
+    assert set(data) == {"uniform", "clip-ogd", "oracle"}
+    for row in data.values():
+        assert set(row) == set(FIELDS)
+    assert data["oracle"]["mse_ratio"] == 1.0
+    assert load_dataset(out).attrs["horizon"] == 200
+
+
+def test_cli_analyze_and_errors(tmp_path, rng):
+    import pandas as pd
+
+    t = 300
+    x = rng.uniform(size=t)
+    a = rng.integers(0, 2, t)
+    df = pd.DataFrame({"x": x, "a": a, "y": a + rng.standard_normal(t), "pi": 0.5})
+    df.to_csv(tmp_path / "log.csv", index=False)
+    res = CliRunner().invoke(main, ["analyze", str(tmp_path / "log.csv"), "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    assert out["lower"] < out["ate"] < out["upper"] and out["n_units"] == t
+    res = CliRunner().invoke(main, ["analyze", str(tmp_path / "log.csv"), "--propensity", "p"])
+    assert res.exit_code == 2 and "missing column 'p'" in res.output
+    res = CliRunner().invoke(main, ["simulate", "--scenario", "S9", "-T", "50", "-R", "1"])
+    assert res.exit_code == 2 and "scenario: unknown name 'S9'" in res.output
+    res = CliRunner().invoke(main, ["simulate", "--designs", "uniform,nope", "-T", "50", "-R", "1"])
+    assert res.exit_code == 2 and "design: unknown name 'nope'" in res.output
+    res = CliRunner().invoke(main, ["simulate", "--help"])
+    assert res.exit_code == 0 and "--seed" in res.output and "--out" in res.output
+    # replay from a table on the command line
+    df.drop(columns="pi").to_csv(tmp_path / "trial.csv", index=False)
+    res = CliRunner().invoke(
+        main,
+        ["simulate", "--replay", str(tmp_path / "trial.csv"), "--designs", "uniform", "-T", "100", "-R", "3", "--json"],
+    )
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["uniform"]["design_var_ratio"] > 0.9
