@@ -22,6 +22,7 @@ BASELINES: dict[str, Callable] = {
 }
 
 _PREFIXES: dict[str, Callable] = {}
+_LAZY = {"teacher": "bayesdesign.teachers", "student": "bayesdesign.student"}
 
 
 def register_prefix(prefix: str, factory: Callable) -> None:
@@ -30,7 +31,7 @@ def register_prefix(prefix: str, factory: Callable) -> None:
 
 
 def design_names() -> list[str]:
-    return list(BASELINES) + [f"{p}:..." for p in _PREFIXES]
+    return list(BASELINES) + [f"{p}:..." for p in sorted(set(_PREFIXES) | set(_LAZY))]
 
 
 def make_design(name: str, env, horizon: int):
@@ -40,6 +41,10 @@ def make_design(name: str, env, horizon: int):
         policy.name = name
         return policy
     prefix, _, rest = name.partition(":")
+    if rest and prefix in _LAZY and prefix not in _PREFIXES:
+        import importlib
+
+        importlib.import_module(_LAZY[prefix])  # registers the prefix
     if rest and prefix in _PREFIXES:
         policy = _PREFIXES[prefix](rest, env, horizon)
         policy.name = name

@@ -1,0 +1,139 @@
+"""The closed-form teacher against an independent float64 Bayesian linear regression, scipy's
+Gaussian marginal likelihood, and the class that generated prior draws."""
+
+import numpy as np
+import pytest
+from scipy import stats
+
+import bayesdesign as bd
+from bayesdesign.basis import cosine_features
+from bayesdesign.design import simulate
+from bayesdesign.efficiency import neyman
+from bayesdesign.models import sample_tasks
+from bayesdesign.spec import PriorSpec, load_prior
+from bayesdesign.teachers import TeacherConfig, make_teacher
+from bayesdesign.teachers.conjugate import ConjugateTeacher, prior_from_spec
+
+
+def _two_class_spec():
+    return PriorSpec.from_dict(
+        {
+            "name": "two",
+            "covariates": [{"name": "x", "low": -2.0, "high": 2.0}],
+            "arms": {
+                "shared": {
+                    "mean": {"terms": 6, "scale": 1.5, "offset": 0.3},
+                    "log_sd": {"terms": 6, "scale": 0.4, "offset": -0.2},
+                }
+            },
+            "smoothness": {"choices": [0.5, 3.0], "weights": [0.3, 0.7]},
+        }
+    )
+
+
+def _history(rng, n, spec, noise=0.8):
+    x = rng.uniform(-2, 2, size=(n, 1))
+    a = rng.integers(0, 2, n).astype(float)
+    y = np.sin(2 * x[:, 0]) + a + noise * rng.standard_normal(n)
+    return bd.History(x, a, y, np.full(n, 0.5))
+
+
+def test_mean_posterior_and_class_weights_match_float64_references(rng):
+    spec = _two_class_spec()
+    teacher = ConjugateTeacher(spec, TeacherConfig(burn_in=0))
+    prior = prior_from_spec(spec)
+    h = _history(rng, 120, spec)
+    xq = np.linspace(-2, 2, 9)[:, None]
+    state, _ = teacher.fold(bd.History(*(v[None] for v in h)))
+    out = teacher.decide(state, xq[None])
+    log_ev = np.zeros(2)
+    for arm in (0, 1):
+        sel = h.a == arm
+        phi = cosine_features(spec.to_unit(h.x[sel]), prior.n_terms)
+        y = h.y[sel]
+        v_hat = (((y - y.mean()) ** 2).sum() + 5.0 * prior.v0[arm]) / (sel.sum() + 5.0)
+        for k in range(2):
+            s2 = prior.s_mean[arm, k] ** 2
+            mu0 = np.r_[prior.off_mean[arm], np.zeros(len(s2) - 1)]
+            cov = v_hat * np.eye(len(y)) + phi @ np.diag(s2) @ phi.T  # marginal of y under class k
+            log_ev[k] += stats.multivariate_normal(phi @ mu0, cov).logpdf(y)
+    post = np.exp(log_ev - log_ev.max()) * np.array([0.3, 0.7])
+    np.testing.assert_allclose(out["class_prob"][0], post / post.sum(), atol=2e-3)
+    # posterior mean of mu_a(x) (class-averaged) from the raw-precision solve in float64
+    mean_ref = np.zeros((2, len(xq)))
+    for arm in (0, 1):
+        sel = h.a == arm
+        phi = cosine_features(spec.to_unit(h.x[sel]), prior.n_terms)
+        y = h.y[sel]
+        v_hat = (((y - y.mean()) ** 2).sum() + 5.0 * prior.v0[arm]) / (sel.sum() + 5.0)
+        pq = cosine_features(spec.to_unit(xq), prior.n_terms)
+        for k in range(2):
+            s2 = prior.s_mean[arm, k] ** 2
+            mu0 = np.r_[prior.off_mean[arm], np.zeros(len(s2) - 1)]
+            prec = np.diag(1 / s2) + phi.T @ phi / v_hat
+            coef = np.linalg.solve(prec, mu0 / s2 + phi.T @ y / v_hat)
+            mean_ref[arm] += post[k] / post.sum() * (pq @ coef)
+    np.testing.assert_allclose(out["mean"][0], mean_ref, atol=2e-3)
+
+
+def test_probability_is_the_clipped_posterior_neyman_rule(rng):
+    spec = load_prior("beta1")
+    teacher = ConjugateTeacher(spec, TeacherConfig(burn_in=15))
+    h = _history(rng, 400, spec)
+    h = bd.History(spec.bounds[0] + (h.x + 2) / 4, h.a, h.y, h.pi)
+    xq = np.linspace(0, 1, 7)[:, None]
+    state, _ = teacher.fold(bd.History(*(v[None] for v in h)))
+    out = teacher.decide(state, xq[None])
+    expect = np.clip(
+        neyman(out["sbar"][0, 1], out["sbar"][0, 0]),
+        *[f(teacher.clip.eps(401)) for f in (lambda e: e, lambda e: 1 - e)],
+    )
+    np.testing.assert_allclose(teacher.propensity(h, xq), expect, rtol=1e-6)
+    assert np.all(teacher.propensity(bd.History(*(v[:14] for v in h)), xq) == 0.5)  # burn-in
+
+
+def test_posterior_draws_agree_with_the_closed_form(rng):
+    env = bd.get_scenario("S2")
+    teacher = make_teacher("conjugate", "beta1")
+    x = env.sample_covariates(rng, 800)
+    a = rng.integers(0, 2, 800)
+    h = bd.History(x, a.astype(float), env.sample_outcomes(rng, x, a), np.full(800, 0.5))
+    xq = np.array([[0.1], [0.5], [0.9]])
+    idata = teacher.posterior(h, xq, draws=4000, seed=1)
+    assert dict(idata.posterior.sizes) == {"chain": 1, "draw": 4000, "arm": 2, "query": 3}
+    state, _ = teacher.fold(bd.History(*(v[None] for v in h)))
+    out = teacher.decide(state, xq[None])
+    np.testing.assert_allclose(idata.posterior["mean"].mean(("chain", "draw")), out["mean"][0], atol=0.02)
+    ls = idata.posterior["log_sd"]
+    np.testing.assert_allclose(ls.mean(("chain", "draw")), out["log_sd_mean"][0], atol=0.05)
+    np.testing.assert_allclose(ls.std(("chain", "draw")), out["log_sd_sd"][0], rtol=0.25)
+    # and the posterior has learned the truth
+    np.testing.assert_allclose(np.exp(out["log_sd_mean"][0, 1]), env.sd(xq, 1), rtol=0.2)
+
+
+def test_mixture_class_posterior_concentrates_on_the_generating_class():
+    spec = load_prior("smoothness-mixture")
+    teacher = make_teacher("mixture", spec)
+    rng = np.random.default_rng(5)
+    env, cls = sample_tasks(spec, rng, 120)
+    x = rng.uniform(size=(120, 1000, 1))
+    a = (rng.uniform(size=(120, 1000)) < 0.5).astype(float)
+    y = np.where(a == 1, env.sample_outcomes(rng, x, 1), env.sample_outcomes(rng, x, 0))
+    mass = []
+    for n in (20, 200, 1000):
+        p = teacher.class_posterior(bd.History(x[:, :n], a[:, :n], y[:, :n], np.full((120, n), 0.5)))
+        mass.append(p[np.arange(120), cls].mean())
+    assert mass[0] < mass[1] < mass[2]
+    assert mass[0] < 0.45 and mass[2] > 0.75
+    with pytest.raises(ValueError, match="teacher 'mixture' needs a prior with a smoothness block"):
+        make_teacher("mixture", "beta1")
+
+
+def test_teacher_as_a_design_and_bounds_check():
+    ds = simulate(bd.get_scenario("S2"), ["teacher:conjugate:beta1"], horizon=300, reps=8, seed=0, batch_size=5)
+    pi = ds.pi.sel(design="teacher:conjugate:beta1")
+    assert np.all(pi[:, :10] == 0.5) and np.all((pi > 0) & (pi < 1))
+    with pytest.raises(ValueError, match=r"not inside the prior's declared bounds"):
+        simulate(bd.rescale(bd.get_scenario("S2"), [0.0], [5.0]), ["teacher:conjugate:beta1"], horizon=20, reps=1)
+    with pytest.raises(ValueError, match="teacher: unknown backend 'hmc'"):
+        simulate(bd.get_scenario("S2"), ["teacher:hmc:beta1"], horizon=20, reps=1)
