@@ -157,6 +157,68 @@ def simulate(
 
 
 @main.command()
+@click.option("--prior", required=True, help="Prior file (YAML/TOML) or a shipped prior's name, e.g. beta1.")
+@click.option(
+    "--teacher",
+    "backend",
+    type=click.Choice(["conjugate", "mixture", "nuts", "svi"]),
+    default="conjugate",
+    show_default=True,
+    help="Teacher backend.",
+)
+@click.option(
+    "--tasks", "-N", default=1000, show_default=True, type=click.IntRange(min=1), help="Tasks drawn from the prior."
+)
+@click.option("--horizon", "-T", default=1000, show_default=True, type=click.IntRange(min=1), help="Units per task.")
+@click.option(
+    "--queries",
+    "-Q",
+    default=16,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Query covariates labelled per refit.",
+)
+@click.option(
+    "--refit-every",
+    default=50,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Units between refits (divides the horizon).",
+)
+@click.option(
+    "--chunk-tasks",
+    default=256,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Tasks per chunk written (the unit of resumption).",
+)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="The traces file (netCDF).")
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: only on a terminal).")
+def traces(prior, backend, tasks, horizon, queries, refit_every, chunk_tasks, seed, out, progress):
+    """Simulate tasks from a prior, run a teacher as the design, and record its labels.
+
+    Interrupted runs resume: chunks already written to OUT.parts/ are kept and the rest is
+    generated with the same seeds. The schema is documented in docs/traces.md.
+    """
+    from .traces import generate_traces
+
+    path = generate_traces(
+        prior,
+        backend,
+        tasks,
+        horizon,
+        queries,
+        out,
+        refit_every=refit_every,
+        chunk_tasks=chunk_tasks,
+        seed=seed,
+        progress=_progress(progress),
+    )
+    click.echo(f"traces: {path}")
+
+
+@main.command()
 @click.argument("log", type=click.Path(dir_okay=False))
 @click.option("--covariates", default=None, help="Comma-separated covariate columns (default: every other column).")
 @click.option("--arm", default="a", show_default=True, help="The 0/1 arm column.")

@@ -38,27 +38,39 @@ def _history(rng, n, spec, noise=0.8):
     return bd.History(x, a, y, np.full(n, 0.5))
 
 
-def test_mean_posterior_and_class_weights_match_float64_references(rng):
-    spec = _two_class_spec()
-    teacher = ConjugateTeacher(spec, TeacherConfig(burn_in=0))
-    prior = prior_from_spec(spec)
-    h = _history(rng, 120, spec)
-    xq = np.linspace(-2, 2, 9)[:, None]
-    state, _ = teacher.fold(bd.History(*(v[None] for v in h)))
-    out = teacher.decide(state, xq[None])
+def _evidence(prior, spec, h, with_variance):
+    """log p(H | k) of the working models, from scipy's Gaussian densities (float64)."""
     log_ev = np.zeros(2)
     for arm in (0, 1):
         sel = h.a == arm
         phi = cosine_features(spec.to_unit(h.x[sel]), prior.n_terms)
         y = h.y[sel]
-        v_hat = (((y - y.mean()) ** 2).sum() + 5.0 * prior.v0[arm]) / (sel.sum() + 5.0)
+        c = y.mean()
+        v_hat = (((y - c) ** 2).sum() + 5.0 * prior.v0[arm]) / (sel.sum() + 5.0)
         for k in range(2):
-            s2 = prior.s_mean[arm, k] ** 2
-            mu0 = np.r_[prior.off_mean[arm], np.zeros(len(s2) - 1)]
-            cov = v_hat * np.eye(len(y)) + phi @ np.diag(s2) @ phi.T  # marginal of y under class k
-            log_ev[k] += stats.multivariate_normal(phi @ mu0, cov).logpdf(y)
-    post = np.exp(log_ev - log_ev.max()) * np.array([0.3, 0.7])
-    np.testing.assert_allclose(out["class_prob"][0], post / post.sum(), atol=2e-3)
+            e0 = np.r_[1.0, np.zeros(phi.shape[1] - 1)]
+            cov = v_hat * np.eye(len(y)) + phi @ np.diag(prior.s_mean[arm, k] ** 2) @ phi.T
+            log_ev[k] += stats.multivariate_normal(phi @ (prior.off_mean[arm] * e0), cov).logpdf(y)
+            if with_variance:
+                cov = 2 * v_hat**2 * np.eye(len(y)) + phi @ np.diag(prior.s_var[arm, k] ** 2) @ phi.T
+                log_ev[k] += stats.multivariate_normal(phi @ (prior.v0[arm] * e0), cov).logpdf((y - c) ** 2)
+    return log_ev
+
+
+def test_mean_posterior_and_class_weights_match_float64_references(rng):
+    spec = _two_class_spec()
+    prior = prior_from_spec(spec)
+    h = _history(rng, 40, spec)
+    xq = np.linspace(-2, 2, 9)[:, None]
+    for lam in (0.0, 1.0):
+        teacher = ConjugateTeacher(spec, TeacherConfig(burn_in=0), variance_evidence=lam)
+        state, _ = teacher.fold(bd.History(*(v[None] for v in h)))
+        out = teacher.decide(state, xq[None])
+        log_post = np.log([0.3, 0.7]) + _evidence(prior, spec, h, with_variance=lam == 1.0)
+        post = np.exp(log_post - log_post.max())
+        np.testing.assert_allclose(out["class_prob"][0], post / post.sum(), atol=2e-3)
+        if lam == 0.0:
+            assert 0.02 < post[0] / post.sum() < 0.98  # the classes are not trivially separated here
     # posterior mean of mu_a(x) (class-averaged) from the raw-precision solve in float64
     mean_ref = np.zeros((2, len(xq)))
     for arm in (0, 1):

@@ -1,0 +1,205 @@
+r"""Teacher traces: prior-simulated experiments run by a teacher, with its labels at query points.
+
+For each task drawn from the prior, the teacher runs the experiment as the design (refitting every
+``refit_every`` units); at every refit point :math:`s` (after :math:`n_s = s \cdot b` units) it
+labels ``queries`` fresh covariates with its probability and its posterior of
+:math:`\log\sigma_a`. These are the training data of the student.
+
+Schema (an ``xarray.Dataset``; documented in ``docs/traces.md``):
+
+===================  ==============================  =============================================
+variable             dims                            meaning
+===================  ==============================  =============================================
+``x``                task, unit, covariate           covariates of the experiment's units
+``a, y, pi``         task, unit                      arm, outcome, probability the teacher used
+``n_obs``            step                            units in the history at each refit point
+``x_query``          task, step, query, covariate    query covariates
+``pi_query``         task, step, query               teacher probability (burn-in, clip applied)
+``pi_raw``           task, step, query               unclipped posterior Neyman ratio
+``log_sd_mean/sd``   task, step, arm, query          posterior mean / sd of :math:`\log\sigma_a`
+``mean``             task, step, arm, query          posterior mean of :math:`\mu_a`
+``true_log_sd``      task, step, arm, query          the task's true :math:`\log\sigma_a(x_q)`
+``true_pi``          task, step, query               the task's oracle Neyman probability
+``class_prob``       task, step, class               :math:`P(k \mid H)` (mixture priors)
+``task_class``       task                            the class that generated the task
+===================  ==============================  =============================================
+
+Attributes record the prior (JSON and hash), the teacher backend and configuration, the seed.
+Generation is vectorized over the tasks of a chunk and written chunk by chunk; an interrupted
+run resumes from the chunks already written, with the same seeds, so no task is lost or repeated.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+from tqdm.auto import tqdm
+
+from .efficiency import neyman
+from .io import load_dataset, save_dataset, write_text
+
+__all__ = ["generate_traces", "simulate_chunk"]
+
+
+def simulate_chunk(teacher, spec, n_tasks: int, horizon: int, queries: int, refit_every: int, seed) -> xr.Dataset:
+    """Run ``teacher`` on ``n_tasks`` prior draws in lockstep and label queries at each refit."""
+    from .design.environment import evaluate
+    from .models import sample_tasks
+
+    if horizon % refit_every:
+        raise ValueError(f"refit_every: expected a divisor of the horizon {horizon}, got {refit_every}")
+    s_task, s_x, s_y, s_u, s_q = np.random.SeedSequence(seed).spawn(5)
+    env, classes = sample_tasks(spec, np.random.default_rng(s_task), n_tasks)
+    d = spec.d
+    x = env.sample_covariates(np.random.default_rng(s_x), n_tasks * horizon).reshape(n_tasks, horizon, d)
+    rng_y = np.random.default_rng(s_y)
+    y1 = evaluate(env, "sample_outcomes", x, 1, rng_y)
+    y0 = evaluate(env, "sample_outcomes", x, 0, rng_y)
+    u = np.random.default_rng(s_u).uniform(size=(n_tasks, horizon))
+    steps = horizon // refit_every
+    xq = env.sample_covariates(np.random.default_rng(s_q), n_tasks * steps * queries).reshape(
+        n_tasks, steps, queries, d
+    )
+    out = {k: [] for k in ("pi_query", "pi_raw", "log_sd_mean", "log_sd_sd", "mean", "class_prob")}
+    pi = np.empty((n_tasks, horizon))
+    state = teacher.init(n_tasks)
+    for s in range(steps):
+        lo, hi = s * refit_every, (s + 1) * refit_every
+        xs = np.concatenate([x[:, lo:hi], xq[:, s]], axis=1)
+        res = teacher.decide(state, xs) if state.t >= teacher.config.burn_in else None
+        raw = res["pi"] if res is not None else np.full(xs.shape[:-1], 0.5)
+        clipped = teacher.clip.clip(raw, state.t + 1) if res is not None else raw
+        pi[:, lo:hi] = clipped[:, :refit_every]
+        if res is None:  # burn-in: still record the posterior the teacher would have
+            res = teacher.decide(state, xs)
+        out["pi_query"].append(clipped[:, refit_every:])
+        out["pi_raw"].append(res["pi"][:, refit_every:])
+        for k in ("log_sd_mean", "log_sd_sd", "mean"):
+            out[k].append(res[k][..., refit_every:])
+        out["class_prob"].append(res.get("class_prob", np.ones((n_tasks, 1))))
+        a = (u[:, lo:hi] < pi[:, lo:hi]).astype(np.int8)
+        y = np.where(a == 1, y1[:, lo:hi], y0[:, lo:hi])
+        state = teacher.update(state, x[:, lo:hi], a, y, pi[:, lo:hi])
+    a = (u < pi).astype(np.int8)
+    flat = xq.reshape(n_tasks, steps * queries, d)
+    true_ls = np.stack([np.log(evaluate(env, "sd", flat, arm)) for arm in (0, 1)], 1).reshape(
+        n_tasks, 2, steps, queries
+    )
+    true_pi = neyman(np.exp(true_ls[:, 1]), np.exp(true_ls[:, 0]))
+    f32 = np.float32
+    data = {
+        "x": (("task", "unit", "covariate"), x.astype(f32)),
+        "a": (("task", "unit"), a),
+        "y": (("task", "unit"), np.where(a == 1, y1, y0).astype(f32)),
+        "pi": (("task", "unit"), pi.astype(f32)),
+        "n_obs": (("step",), np.arange(steps) * refit_every),
+        "x_query": (("task", "step", "query", "covariate"), xq.astype(f32)),
+        "pi_query": (("task", "step", "query"), np.stack(out["pi_query"], 1).astype(f32)),
+        "pi_raw": (("task", "step", "query"), np.stack(out["pi_raw"], 1).astype(f32)),
+        "true_pi": (("task", "step", "query"), true_pi.transpose(0, 1, 2).astype(f32)),
+        "class_prob": (("task", "step", "class"), np.stack(out["class_prob"], 1).astype(f32)),
+        "task_class": (("task",), classes.astype(np.int16)),
+    }
+    for k in ("log_sd_mean", "log_sd_sd", "mean"):
+        data[k] = (("task", "step", "arm", "query"), np.stack(out[k], 1).astype(f32))
+    data["true_log_sd"] = (("task", "step", "arm", "query"), true_ls.transpose(0, 2, 1, 3).astype(f32))
+    return xr.Dataset(data, coords={"arm": [0, 1], "covariate": spec.covariate_names})
+
+
+def _manifest(spec, teacher, backend, tasks, horizon, queries, refit_every, chunk, seed) -> dict:
+    return {
+        "prior_hash": spec.hash(),
+        "prior": spec.to_dict(),
+        "teacher": backend,
+        "teacher_config": json.loads(json.dumps(teacher.config.to_dict(), default=str)),
+        "tasks": tasks,
+        "horizon": horizon,
+        "queries": queries,
+        "refit_every": refit_every,
+        "chunk_tasks": chunk,
+        "seed": seed,
+    }
+
+
+def generate_traces(
+    prior,
+    backend: str,
+    tasks: int,
+    horizon: int,
+    queries: int,
+    out,
+    refit_every: int = 50,
+    chunk_tasks: int = 256,
+    seed: int = 0,
+    progress: bool = False,
+    teacher_kwargs: dict | None = None,
+) -> Path:
+    """Generate traces into ``out`` (netCDF), resumably.
+
+    Chunks of ``chunk_tasks`` tasks go to ``OUT.parts/`` as they finish (each written atomically,
+    with seed ``(seed, chunk index)``); a manifest there must match the arguments of a resumed
+    run. When every chunk is present they are concatenated into ``out`` and the parts removed.
+    """
+    from . import __version__
+    from .spec import load_prior
+    from .teachers import make_teacher
+
+    if tasks < 1 or horizon < 1 or queries < 1:
+        raise ValueError(f"tasks, horizon, queries: expected positive integers, got {tasks}, {horizon}, {queries}")
+    if horizon % refit_every:
+        raise ValueError(f"refit_every: expected a divisor of the horizon {horizon}, got {refit_every}")
+    spec = prior if hasattr(prior, "hash") else load_prior(prior)
+    teacher = make_teacher(backend, spec, **(teacher_kwargs or {}))
+    out = Path(out)
+    parts = out.with_name(out.name + ".parts")
+    manifest = _manifest(spec, teacher, backend, tasks, horizon, queries, refit_every, chunk_tasks, seed)
+    mpath = parts / "manifest.json"
+    if mpath.exists():
+        old = json.loads(mpath.read_text())
+        if old != manifest:
+            diff = sorted(k for k in manifest if old.get(k) != manifest[k])
+            raise ValueError(
+                f"{parts}: an interrupted run with other arguments is here (differs in {diff}); "
+                "remove the folder or rerun with the same arguments"
+            )
+    else:
+        parts.mkdir(parents=True, exist_ok=True)
+        write_text(mpath, json.dumps(manifest, indent=1))
+    n_chunks = -(-tasks // chunk_tasks)
+    bar = tqdm(total=tasks, desc=f"traces ({backend})", unit="task", disable=not progress)
+    for i in range(n_chunks):
+        path = parts / f"chunk-{i:05d}.nc"
+        size = min(chunk_tasks, tasks - i * chunk_tasks)
+        if not path.exists():
+            ds = simulate_chunk(teacher, spec, size, horizon, queries, refit_every, seed=[seed, i])
+            ds = ds.assign_coords(task=np.arange(i * chunk_tasks, i * chunk_tasks + size))
+            save_dataset(ds, path)
+        bar.update(size)
+    bar.close()
+    full = xr.concat(
+        [load_dataset(parts / f"chunk-{i:05d}.nc") for i in range(n_chunks)],
+        dim="task",
+        data_vars="minimal",
+        coords="minimal",
+        compat="override",
+    )
+    full = full.assign_coords({"class": [float(c) if c is not None else np.nan for c in spec.classes]})
+    full.attrs.update(
+        prior=json.dumps(spec.to_dict()),
+        prior_hash=spec.hash(),
+        prior_name=spec.name,
+        teacher=backend,
+        teacher_config=json.dumps(manifest["teacher_config"]),
+        seed=seed,
+        horizon=horizon,
+        refit_every=refit_every,
+        queries=queries,
+        bayesdesign_version=__version__,
+    )
+    save_dataset(full, out)
+    shutil.rmtree(parts)
+    return out
