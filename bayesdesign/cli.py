@@ -53,7 +53,10 @@ def main() -> None:
     "--scenario",
     default="S2",
     show_default=True,
-    help="Public scenario S1..S6 (see docs/scenarios.md). Ignored with --replay.",
+    help="Public scenario S1..S6 (see docs/scenarios.md). Ignored with --prior or --replay.",
+)
+@click.option(
+    "--prior", default=None, help="Simulate tasks drawn from this prior file (or shipped prior name) instead."
 )
 @click.option(
     "--replay",
@@ -104,6 +107,7 @@ def main() -> None:
 @click.option("--progress/--no-progress", default=None, help="Progress bars (default: only on a terminal).")
 def simulate(
     scenario,
+    prior,
     replay,
     covariates,
     arm,
@@ -129,7 +133,13 @@ def simulate(
     from .io import save_dataset
     from .summary import format_table, summarize, to_json_dict
 
-    if replay:
+    if prior and replay:
+        raise ValueError("--prior, --replay: give at most one of them")
+    if prior:
+        from .models import PriorTasks
+
+        env = PriorTasks(prior)
+    elif replay:
         from .design.replay import ReplayEnvironment
         from .estimation import read_log
 

@@ -130,3 +130,25 @@ def test_cli_analyze_and_errors(tmp_path, rng):
     )
     assert res.exit_code == 0, res.output
     assert json.loads(res.output)["uniform"]["design_var_ratio"] > 0.9
+
+
+def test_cli_simulate_from_a_prior_file():
+    res = CliRunner().invoke(
+        main,
+        [
+            "simulate",
+            "--prior",
+            "beta2",
+            "--designs",
+            "uniform,teacher:conjugate:beta2",
+            "-T",
+            "100",
+            "-R",
+            "4",
+            "--json",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert set(json.loads(res.output)) == {"uniform", "teacher:conjugate:beta2", "oracle"}
+    res = CliRunner().invoke(main, ["simulate", "--prior", "nope", "-T", "50", "-R", "1"])
+    assert res.exit_code == 2 and "nope: no such prior file (shipped priors:" in res.output
