@@ -152,3 +152,48 @@ def test_cli_simulate_from_a_prior_file():
     assert set(json.loads(res.output)) == {"uniform", "teacher:conjugate:beta2", "oracle"}
     res = CliRunner().invoke(main, ["simulate", "--prior", "nope", "-T", "50", "-R", "1"])
     assert res.exit_code == 2 and "nope: no such prior file (shipped priors:" in res.output
+
+
+class _BadEnv:
+    """A user environment with a configurable defect."""
+
+    d = 1
+    bounds = (np.array([0.0]), np.array([1.0]))
+
+    def __init__(self, defect):
+        self.defect = defect
+
+    def sample_covariates(self, rng, n):
+        if self.defect == "shape":
+            return rng.uniform(size=(n, 2))
+        if self.defect == "bounds":
+            return rng.uniform(0.5, 1.5, size=(n, 1))
+        return rng.uniform(size=(n, 1))
+
+    def sample_outcomes(self, rng, x, arm):
+        y = rng.standard_normal(len(x))
+        if self.defect == "nan":
+            y[3] = np.nan
+        return y
+
+
+@pytest.mark.parametrize(
+    "defect, message",
+    [
+        ("shape", r"environment.sample_covariates: expected shape \(200, 1\), got \(200, 2\)"),
+        (
+            "bounds",
+            r"environment.sample_covariates: covariate 0 has \d+ value\(s\) outside the declared bounds \[0.0, 1.0\]",
+        ),
+        ("nan", r"environment.sample_outcomes\(arm=1\): expected finite numbers, found 1 NaN"),
+    ],
+)
+def test_a_defective_user_environment_is_named(defect, message):
+    with pytest.raises(ValueError, match=message):
+        simulate(_BadEnv(defect), ["uniform"], horizon=20, reps=10)
+
+
+def test_designs_run_without_truth_and_report_nan_scores():
+    ds = simulate(_BadEnv(None), ["uniform", "plugin-neyman"], horizon=60, reps=3)
+    assert "oracle" not in ds.design.values and np.isfinite(ds.tau_hat).all()
+    assert summarize(ds).isna().all().all()
