@@ -229,6 +229,48 @@ def traces(prior, backend, tasks, horizon, queries, refit_every, chunk_tasks, se
 
 
 @main.command()
+@click.option(
+    "--traces",
+    "traces_files",
+    multiple=True,
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Traces file from `bayesdesign traces` (repeat for several of the same prior and teacher).",
+)
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Checkpoint folder.")
+@click.option("--steps", default=2000, show_default=True, type=click.IntRange(min=1), help="Optimizer steps.")
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
+@click.option("--lr", default=2e-3, show_default=True, type=click.FloatRange(min=0, min_open=True))
+@click.option("--seed", default=0, show_default=True)
+@click.option("--device", default=None, help="torch device (default: cuda when available, else cpu).")
+@click.option("--max-seconds", default=None, type=float, help="Stop (and checkpoint) after this much training time.")
+@click.option("--no-resume", is_flag=True, help="Start afresh even if OUT holds a checkpoint.")
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: only on a terminal).")
+def distil(traces_files, out, steps, batch_size, lr, seed, device, max_seconds, no_resume, progress):
+    """Distil teacher traces into a student transformer (a policy that decides in ~1 ms).
+
+    Resumes from the checkpoint in OUT unless --no-resume; deterministic for a seed. The
+    checkpoint is safetensors weights plus a JSON config recording the prior, its hash, the
+    teacher configuration and the validation metrics.
+    """
+    from .student.distil import distil as run
+
+    res = run(
+        list(traces_files),
+        out,
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        device=device,
+        max_seconds=max_seconds,
+        resume=not no_resume,
+        progress=_progress(progress),
+    )
+    click.echo(f"student: {out}  {res}")
+
+
+@main.command()
 @click.argument("log", type=click.Path(dir_okay=False))
 @click.option("--covariates", default=None, help="Comma-separated covariate columns (default: every other column).")
 @click.option("--arm", default="a", show_default=True, help="The 0/1 arm column.")

@@ -1,0 +1,105 @@
+"""Measurements of a trained student (not tests): imitation error on held-out traces and decision latency.
+
+``python -m bayesdesign.student.measure STUDENT_DIR [--traces HELDOUT.nc] [--history 1000]`` prints
+both as JSON. The imitation error compares the student with the teacher on every (task, step,
+query) of a traces file the student was not trained on; the latency is the wall-clock time of one
+decision (one covariate, batch 1, one CPU thread, cached history of ``history`` units), alone and
+together with appending the decided unit to the cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .checkpoint import load_student
+from .data import TraceDataset, load_traces
+from .distil import _validation_batches, evaluate
+from .policy import StudentPolicy
+
+__all__ = ["imitation_error", "decision_latency"]
+
+
+def imitation_error(student_dir: str | Path, traces: str | Path, batch_size: int = 64,
+                    max_examples: int = 1000, seed: int = 0) -> dict[str, float]:
+    """Mean |pi_student - pi_teacher| over a held-out traces file, by history size and overall.
+
+    ``pi_mae``: with burn-in and clip applied to both (the probabilities the designs would use);
+    ``pi_mae_raw``: unclipped ratios; ``gate_tv``: total variation between gate and teacher class
+    posterior. At most ``max_examples`` (task, step) examples per history bin (a seeded subset);
+    the overall figures weight the bins by their share of all examples.
+    """
+    st = load_student(student_dir)
+    arrays, _ = load_traces(traces, st.scaling)
+    if arrays.attrs.get("prior_hash") != st.meta.get("prior_hash"):
+        raise ValueError(f"{traces}: traces of another prior than the student's")
+    full = TraceDataset([arrays])
+    n = arrays.n_obs[full.index[:, 2]]
+    out: dict[str, float] = {}
+    totals: dict[str, float] = {}
+    bins = {"n<100": (0, 100), "100<=n<500": (100, 500), "n>=500": (500, 10**9)}
+    for name, (lo, hi) in bins.items():
+        keep = (n >= lo) & (n < hi)
+        if not keep.any():
+            continue
+        sub = TraceDataset([arrays])
+        sub.index = full.index[keep]
+        res = evaluate(st.model, sub, _validation_batches(sub, batch_size, max_examples, seed), st.teacher_config)
+        share = float(keep.mean())
+        for k in ("pi_mae", "pi_mae_raw", "gate_tv"):
+            out[f"{k}[{name}]"] = res[k]
+            totals[k] = totals.get(k, 0.0) + share * res[k]
+    out.update(totals)
+    return out
+
+
+def decision_latency(student_dir: str | Path, history: int = 1000, repeats: int = 300, threads: int = 1,
+                     seed: int = 0) -> dict[str, float]:
+    """Median and 90th percentile (ms) of one decision at a cached history of ``history`` units."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        policy = StudentPolicy(load_student(student_dir))
+        rng = np.random.default_rng(seed)
+        lo, hi = policy.low, policy.high
+        x = lo + (hi - lo) * rng.uniform(size=(1, history + repeats, policy.d))
+        a = (rng.uniform(size=(1, history + repeats)) < 0.5).astype(np.int8)
+        y = rng.normal(size=(1, history + repeats))
+        h = slice(0, history)
+        state = policy.update(policy.init(1), x[:, h], a[:, h], y[:, h], np.full((1, history), 0.5))
+        decide, step = [], []
+        for i in range(history, history + repeats):
+            t0 = time.perf_counter()
+            p = policy.propensity_at(state, x[:, i : i + 1])
+            t1 = time.perf_counter()
+            state = policy.update(state, x[:, i : i + 1], a[:, i : i + 1], y[:, i : i + 1], p)
+            t2 = time.perf_counter()
+            decide.append(t1 - t0)
+            step.append(t2 - t0)
+    finally:
+        torch.set_num_threads(old)
+    ms = lambda v, q: float(np.percentile(v, q) * 1e3)  # noqa: E731
+    return {"history": history, "threads": threads, "decide_p50_ms": ms(decide, 50), "decide_p90_ms": ms(decide, 90),
+            "decide_and_append_p50_ms": ms(step, 50), "decide_and_append_p90_ms": ms(step, 90)}
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("student")
+    ap.add_argument("--traces", help="held-out traces file (another seed than the training traces)")
+    ap.add_argument("--history", type=int, default=1000)
+    ap.add_argument("--repeats", type=int, default=300)
+    args = ap.parse_args(argv)
+    res: dict = {"latency": decision_latency(args.student, args.history, args.repeats)}
+    if args.traces:
+        res["imitation"] = imitation_error(args.student, args.traces)
+    print(json.dumps(res, indent=1))
+
+
+if __name__ == "__main__":
+    main()

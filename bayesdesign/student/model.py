@@ -1,0 +1,283 @@
+r"""The student: an in-context mixture-of-experts network that imitates the posterior Neyman teacher.
+
+Architecture (DESIGN.md section 6: the variant that did best per second of CPU training)
+
+* **History tokens** ``(u, a, y_std)`` are embedded *independently* by a per-token MLP (no
+  self-attention among them, no positional encoding: the history is a set). Inputs are Fourier
+  features of ``u`` (:math:`u, \cos(\pi j u)`, ``j = 1..n_freq`` per coordinate, the teacher's
+  basis), the arm indicators and ``y_std, y_std^2`` split by arm.
+* A learned **null token** is always in the context, so an empty history is well defined and the
+  attention can put weight "nowhere".
+* **Query tokens** embed Fourier features of ``u``, :math:`\log(1 + n)/5` (the history size) and
+  per-arm series estimates at ``u`` from the pooled moments (local density, first and second
+  moments, log local variance: the teacher's regression before its prior), plus a learned query
+  flag; they **cross-attend** to the context (``n_layers`` pre-norm layers,
+  ``n_heads`` heads, keys and values from the context only), each followed by an MLP.
+* **Gate**: per-unit features averaged over the history (a Deep-Sets summary): the series
+  moments :math:`\phi_j(u) [a = k] y^p` (``p = 0, 1, 2``; their means are the teacher's
+  sufficient statistics over ``n``) and a learned map of the token embedding, together with
+  :math:`\log(1 + n)` and :math:`\log(1 + n\, \bar m_j^2)` for the arms' first moments
+  :math:`\bar m_j` (a coefficient's signal-to-noise: what tells smoothness classes apart), give
+  logits over the ``K`` smoothness classes: :math:`P(k \mid H)`. A
+  linear map of the same summary is added to every query token.
+* **Experts** (one per class) map each query's representation to per-arm
+  :math:`\log \bar s_{a,k}(x)` (a posterior-mean-sd-like scale) and the class-conditional mean and
+  log-sd of :math:`\log\sigma_a(x)`. As the mixture teacher does, the probability is the Neyman
+  ratio of the gate-weighted sds, :math:`\bar s_a = \sum_k P(k \mid H)\, \bar s_{a,k}`,
+  :math:`\pi = \bar s_1 / (\bar s_1 + \bar s_0)` (computed as a logit with ``logsumexp``), and the
+  :math:`\log\sigma_a` posterior is the moment-matched mixture of the experts' Gaussians.
+
+Because history tokens never see each other, their embeddings, the keys and values of every layer
+and the gate's running sum can be cached and extended by one token per decision
+(:class:`Context`): a decision then costs the query side only.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+__all__ = ["StudentConfig", "StudentModel", "Context"]
+
+_N_SCALE = 5.0  # log(1 + n) / 5 is about 1.4 at n = 1000
+
+
+@dataclass(frozen=True)
+class StudentConfig:
+    """Architecture of a :class:`StudentModel` (saved in ``config.json``)."""
+
+    d: int = 1
+    n_classes: int = 1
+    d_model: int = 64
+    n_heads: int = 4
+    n_layers: int = 2
+    n_freq: int = 8
+    token_hidden: int = 64
+    gate_dim: int = 64
+    expert_hidden: int = 32
+
+    def __post_init__(self):
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model: expected a multiple of n_heads={self.n_heads}, got {self.d_model}")
+        for k in ("d", "n_classes", "d_model", "n_heads", "n_layers", "token_hidden", "gate_dim", "expert_hidden"):
+            if getattr(self, k) < 1:
+                raise ValueError(f"{k}: expected a positive integer, got {getattr(self, k)}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> StudentConfig:
+        return cls(**{k: int(v) for k, v in data.items()})
+
+
+class Context(NamedTuple):
+    """Encoded history: per layer keys and values ``(B, 1 + N, D)`` (the null token first), the
+    gate's per-token features summed over real units ``(B, G)``, the history size ``n`` (B,) and
+    the mask ``(B, 1 + N)`` (True = null token or real unit, False = padding; ``None`` = no
+    padding)."""
+
+    keys: list[Tensor]
+    values: list[Tensor]
+    gate_sum: Tensor
+    n: Tensor
+    mask: Tensor | None
+
+
+def fourier(u: Tensor, n_freq: int) -> Tensor:
+    """``(..., d)`` -> ``(..., d (1 + n_freq))``: :math:`u` and :math:`\\cos(\\pi j u)`."""
+    j = torch.arange(1, n_freq + 1, dtype=u.dtype, device=u.device)
+    cos = torch.cos(math.pi * u[..., None] * j)  # (..., d, F)
+    return torch.cat([u, cos.flatten(-2)], dim=-1)
+
+
+def _mlp(sizes: list[int]) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i in range(len(sizes) - 1):
+        layers.append(nn.Linear(sizes[i], sizes[i + 1]))
+        if i < len(sizes) - 2:
+            layers.append(nn.GELU(approximate="tanh"))
+    return nn.Sequential(*layers)
+
+
+class _CrossLayer(nn.Module):
+    """Pre-norm cross-attention of queries to the context, then a pre-norm MLP (both residual)."""
+
+    def __init__(self, cfg: StudentConfig):
+        super().__init__()
+        d = cfg.d_model
+        self.h, self.dh = cfg.n_heads, d // cfg.n_heads
+        self.norm_q = nn.LayerNorm(d)
+        self.q = nn.Linear(d, d)
+        self.k = nn.Linear(d, d)
+        self.v = nn.Linear(d, d)
+        self.o = nn.Linear(d, d)
+        self.norm_ff = nn.LayerNorm(d)
+        self.ff = _mlp([d, 2 * d, d])
+
+    def forward(self, qtok: Tensor, keys: Tensor, values: Tensor, bias: Tensor | None) -> Tensor:
+        """``qtok`` (B, Q, D); ``keys``/``values`` (B, M, D) including the null token; ``bias``
+        (B, 1, 1, M) additive mask or ``None``."""
+        b, nq, d = qtok.shape
+        q = self.q(self.norm_q(qtok)).view(b, nq, self.h, self.dh).transpose(1, 2)
+        k = keys.view(b, -1, self.h, self.dh).transpose(1, 2)
+        v = values.view(b, -1, self.h, self.dh).transpose(1, 2)
+        att = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        qtok = qtok + self.o(att.transpose(1, 2).reshape(b, nq, d))
+        return qtok + self.ff(self.norm_ff(qtok))
+
+
+class StudentModel(nn.Module):
+    """Imitates the teacher at query points given a history (see the module docstring).
+
+    Inputs are in student coordinates (:class:`~bayesdesign.student.scaling.InputScaling`):
+    ``u`` (B, N, d) in [0, 1], ``a`` (B, N) in {0, 1}, ``y`` (B, N) standardized, ``mask``
+    (B, N) True for real units (``None``: all real), ``uq`` (B, Q, d).
+    """
+
+    def __init__(self, cfg: StudentConfig):
+        super().__init__()
+        self.cfg = cfg
+        d, nf = cfg.d_model, cfg.d * (1 + cfg.n_freq)
+        self.token = _mlp([nf + 6, cfg.token_hidden, cfg.token_hidden, d])
+        self.token_norm = nn.LayerNorm(d)
+        self.null = nn.Parameter(0.02 * torch.randn(d))
+        self.query = _mlp([nf + 1 + 8, cfg.token_hidden, d])
+        self.query_flag = nn.Parameter(0.02 * torch.randn(d))
+        self.layers = nn.ModuleList(_CrossLayer(cfg) for _ in range(cfg.n_layers))
+        self.gate_token = nn.Linear(d, cfg.gate_dim)
+        self.pool_dim = cfg.gate_dim + 6 * (1 + cfg.d * cfg.n_freq)
+        self._p = 1 + cfg.d * cfg.n_freq
+        gate_in = self.pool_dim + 1 + 2 * self._p
+        self.gate = _mlp([gate_in, cfg.gate_dim, cfg.n_classes])
+        self.summary = nn.Linear(gate_in, d)
+        self.out_norm = nn.LayerNorm(d)
+        k, e = cfg.n_classes, cfg.expert_hidden
+        self.expert_in = nn.Linear(d, k * e)
+        self.expert_w = nn.Parameter(torch.randn(k, e, 6) / math.sqrt(e))
+        self.expert_b = nn.Parameter(torch.zeros(k, 6))
+
+    # ------------------------------------------------------------------ history side
+
+    def embed(self, u: Tensor, a: Tensor, y: Tensor) -> Tensor:
+        """Per-token embeddings ``(B, N, D)``: each unit on its own (cacheable)."""
+        a = a.to(u.dtype)
+        y = y.to(u.dtype)
+        feats = torch.cat(
+            [fourier(u, self.cfg.n_freq), torch.stack([a, 1 - a, a * y, (1 - a) * y, a * y * y, (1 - a) * y * y], -1)],
+            dim=-1,
+        )
+        return self.token_norm(self.token(feats))
+
+    def moments(self, u: Tensor, a: Tensor, y: Tensor) -> Tensor:
+        r"""Per-unit series moments ``(B, N, 6 P)``: :math:`\phi(u)\, [a = k]\, y^p` for the cosine
+        basis :math:`\phi` (``P = 1 + d n_freq`` terms), both arms ``k`` and ``p = 0, 1, 2``. Their
+        history means are the teacher's sufficient statistics (divided by ``n``)."""
+        a = a.to(u.dtype)
+        y = y.to(u.dtype)
+        j = torch.arange(1, self.cfg.n_freq + 1, dtype=u.dtype, device=u.device)
+        phi = torch.cat([torch.ones_like(u[..., :1]), torch.cos(math.pi * u[..., None] * j).flatten(-2)], -1)
+        arm = torch.stack([1 - a, a], -1)  # (B, N, 2)
+        powers = torch.stack([torch.ones_like(y), y, y * y], -1)  # (B, N, 3)
+        out = phi[..., None, None, :] * arm[..., :, None, None] * powers[..., None, :, None]
+        return out.flatten(-3)
+
+    def project(self, u: Tensor, a: Tensor, y: Tensor) -> tuple[list[Tensor], list[Tensor], Tensor]:
+        """Per-unit keys and values of every layer ``(B, N, D)`` and pooled features ``(B, N, pool_dim)``
+        (each unit on its own: cacheable)."""
+        tokens = self.embed(u, a, y)
+        keys = [layer.k(tokens) for layer in self.layers]
+        values = [layer.v(tokens) for layer in self.layers]
+        g = torch.cat([self.moments(u, a, y), F.gelu(self.gate_token(tokens), approximate="tanh")], -1)
+        return keys, values, g
+
+    def null_kv(self) -> tuple[list[Tensor], list[Tensor]]:
+        """Keys and values ``(D,)`` of the null token in every layer."""
+        return [layer.k(self.null) for layer in self.layers], [layer.v(self.null) for layer in self.layers]
+
+    def encode(self, u: Tensor, a: Tensor, y: Tensor, mask: Tensor | None = None) -> Context:
+        """Encode a (padded) history into a :class:`Context`."""
+        keys, values, g = self.project(u, a, y)
+        b = u.shape[0]
+        nk, nv = self.null_kv()
+        keys = [torch.cat([k0.expand(b, 1, -1), k], 1) for k0, k in zip(nk, keys, strict=True)]
+        values = [torch.cat([v0.expand(b, 1, -1), v], 1) for v0, v in zip(nv, values, strict=True)]
+        if mask is None:
+            n = torch.full(u.shape[:1], u.shape[1], dtype=u.dtype, device=u.device)
+            gate_sum = g.sum(1)
+        else:
+            m = mask.to(u.dtype)
+            n = m.sum(1)
+            gate_sum = (g * m[..., None]).sum(1)
+            mask = torch.cat([torch.ones_like(mask[:, :1]), mask], 1)
+        return Context(keys, values, gate_sum, n, mask)
+
+    # ------------------------------------------------------------------ query side
+
+    def decide(self, ctx: Context, uq: Tensor) -> dict[str, Tensor]:
+        """All outputs at queries ``uq`` (B, Q, d) given an encoded history.
+
+        Returns ``logit`` and ``pi`` (B, Q) (unclipped Neyman ratio), ``log_sd_mean`` and
+        ``log_sd_sd`` (B, 2, Q), ``class_logits`` and ``class_prob`` (B, K).
+        """
+        b = uq.shape[0]
+        nfeat = (torch.log1p(ctx.n) / _N_SCALE)[:, None]  # (B, 1)
+        mean = ctx.gate_sum / ctx.n.clamp(min=1.0)[:, None]
+        p = self._p  # the y-moments of arm k sit at [k 3P + P, k 3P + 2P)
+        ym = torch.cat([mean[:, p : 2 * p], mean[:, 4 * p : 5 * p]], -1)
+        chi = torch.log1p(ctx.n[:, None] * ym**2)  # signal-to-noise of each series coefficient
+        gate_in = torch.cat([mean, nfeat, chi], -1)
+        class_logits = self.gate(gate_in)
+        summary = self.summary(gate_in)[:, None, :]  # the pooled history, given to every query
+        log_p = F.log_softmax(class_logits, -1)  # (B, K)
+        q_in = torch.cat(
+            [fourier(uq, self.cfg.n_freq), nfeat[:, None, :].expand(b, uq.shape[1], 1), self._local(mean, uq)], -1
+        )
+        qtok = self.query(q_in) + self.query_flag + summary
+        bias = None
+        if ctx.mask is not None:
+            bias = torch.zeros(ctx.mask.shape, dtype=uq.dtype, device=uq.device).masked_fill(~ctx.mask, float("-inf"))
+            bias = bias[:, None, None, :]
+        for layer, k, v in zip(self.layers, ctx.keys, ctx.values, strict=True):
+            qtok = layer(qtok, k, v, bias)
+        h = F.gelu(self.expert_in(self.out_norm(qtok)), approximate="tanh")  # (B, Q, K*E)
+        h = h.view(*h.shape[:2], self.cfg.n_classes, self.cfg.expert_hidden)
+        out = torch.einsum("bqke,keo->bqko", h, self.expert_w) + self.expert_b  # (B, Q, K, 6)
+        log_s, ls_m, ls_logsd = out[..., 0:2], out[..., 2:4], out[..., 4:6]
+        lp = log_p[:, None, :, None]  # (B, 1, K, 1)
+        log_sbar = torch.logsumexp(lp + log_s, dim=2)  # (B, Q, 2)
+        logit = log_sbar[..., 1] - log_sbar[..., 0]
+        p = lp.exp()
+        mean = (p * ls_m).sum(2)
+        second = (p * (torch.exp(2 * ls_logsd) + ls_m**2)).sum(2)
+        sd = torch.sqrt((second - mean**2).clamp(min=1e-10))
+        return {
+            "logit": logit,
+            "pi": torch.sigmoid(logit),
+            "log_sd_mean": mean.transpose(1, 2),
+            "log_sd_sd": sd.transpose(1, 2),
+            "class_logits": class_logits,
+            "class_prob": log_p.exp(),
+        }
+
+    def _local(self, mean: Tensor, uq: Tensor) -> Tensor:
+        """Series estimates at the queries ``(B, Q, 8)`` from the pooled moments: per arm the local
+        density of units, of ``y`` and of ``y^2`` (an unshrunk cosine-series regression, the
+        teacher's estimate before its prior), and the log of the implied local variance."""
+        p, b = self._p, mean.shape[0]
+        mom = mean[:, : 6 * p].view(b, 2, 3, p)
+        j = torch.arange(1, self.cfg.n_freq + 1, dtype=uq.dtype, device=uq.device)
+        phi = torch.cat([torch.ones_like(uq[..., :1]), 2 * torch.cos(math.pi * uq[..., None] * j).flatten(-2)], -1)
+        est = torch.einsum("bqp,bkcp->bqkc", phi, mom)  # (B, Q, arm, power)
+        cnt = est[..., 0].clamp(min=0.05)
+        var = (est[..., 2] / cnt - (est[..., 1] / cnt) ** 2).clamp(0.01, 100.0)
+        return torch.cat([est.flatten(-2), torch.log(var)], -1)
+
+    def forward(self, u: Tensor, a: Tensor, y: Tensor, uq: Tensor, mask: Tensor | None = None) -> dict[str, Tensor]:
+        """:meth:`encode` then :meth:`decide`."""
+        return self.decide(self.encode(u, a, y, mask), uq)

@@ -1,0 +1,158 @@
+r"""The student as a design: :class:`StudentPolicy`, with history encodings cached per replication.
+
+History tokens are embedded independently (:mod:`bayesdesign.student.model`), so the keys and
+values of every cross-attention layer and the gate's running sum are computed once per unit, when
+the unit arrives (:meth:`StudentPolicy.update`), and a decision runs only the query side over the
+cache. Replications run in lockstep share one history length, so the cache needs no padding.
+
+The probability actually used follows the teacher's recorded configuration: 1/2 while fewer than
+``burn_in`` units have been seen, then the student's unclipped Neyman ratio clipped to
+:math:`[\varepsilon_t, 1 - \varepsilon_t]` with the teacher's :class:`~bayesdesign.design.policy.ClipSchedule`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from ..design.policy import ClipSchedule, SequentialPolicy
+from .checkpoint import Student, load_student
+from .model import Context
+
+__all__ = ["StudentPolicy", "StudentState", "load_policy", "resolve_student_path"]
+
+
+class _KVCache:
+    """Growable keys/values of all layers, ``(2 L, B, capacity, D)``; ``filled`` tokens written
+    (the null token, then the units).
+
+    States share a cache; a state whose length differs from ``filled`` (an older state updated
+    again: a branch) gets a copy first, so states behave as values.
+    """
+
+    def __init__(self, kv: torch.Tensor, filled: int):
+        self.kv, self.filled = kv, filled
+
+    def append(self, n: int, new: torch.Tensor) -> _KVCache:
+        m = new.shape[2]
+        buf = self if n == self.filled else _KVCache(self.kv.clone(), n)
+        cap = buf.kv.shape[2]
+        if n + m > cap:
+            grown = buf.kv.new_empty((*buf.kv.shape[:2], max(2 * cap, n + m), buf.kv.shape[3]))
+            grown[:, :, :n] = buf.kv[:, :, :n]
+            buf.kv = grown
+        buf.kv[:, :, n : n + m] = new
+        buf.filled = n + m
+        return buf
+
+
+class StudentState(NamedTuple):
+    """``t`` units seen (the history length), the shared cache and the gate's running sum (B, G)."""
+
+    t: int
+    cache: _KVCache
+    gate_sum: torch.Tensor
+
+
+class StudentPolicy(SequentialPolicy):
+    """A trained student (:class:`~bayesdesign.student.checkpoint.Student`) as a sequential design.
+
+    Parameters
+    ----------
+    student : the loaded student (see :func:`load_policy` to load from a folder).
+    device : torch device for the computation (default CPU: decisions are tiny).
+    """
+
+    name = "student"
+
+    def __init__(self, student: Student, device: str | torch.device = "cpu"):
+        tc = student.teacher_config
+        clip = ClipSchedule(**tc["clip"]) if "clip" in tc else ClipSchedule()
+        sc = student.scaling
+        super().__init__((np.asarray(sc.low), np.asarray(sc.high)), clip)
+        self.student = student
+        self.model = student.model.to(device).eval()
+        self.device = torch.device(device)
+        self.burn_in = int(tc.get("burn_in", 0))
+        self._layers = self.model.cfg.n_layers
+
+    @torch.inference_mode()
+    def init(self, batch: int) -> StudentState:
+        cfg = self.model.cfg
+        kv = torch.zeros((2 * cfg.n_layers, batch, 64, cfg.d_model), device=self.device)
+        nk, nv = self.model.null_kv()
+        kv[:, :, 0] = torch.stack([*nk, *nv])[:, None, :]  # the null token, always in the context
+        return StudentState(0, _KVCache(kv, 1), torch.zeros((batch, self.model.pool_dim), device=self.device))
+
+    def _tensor(self, v: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(v, dtype=torch.float32, device=self.device)
+
+    @torch.inference_mode()
+    def update(self, state: StudentState, x, a, y, pi) -> StudentState:
+        """Embed the new units ``x`` (B, m, d), ``a``, ``y`` (B, m) and append them to the cache."""
+        sc = self.student.scaling
+        a = np.asarray(a)
+        u, ys, af = self._tensor(sc.to_unit(x)), self._tensor(sc.standardize(y, a)), self._tensor(a)
+        keys, values, g = self.model.project(u, af, ys)
+        cache = state.cache.append(state.t + 1, torch.stack([*keys, *values]))
+        return StudentState(state.t + u.shape[1], cache, state.gate_sum + g.sum(1))
+
+    def context(self, state: StudentState) -> Context:
+        """The :class:`~bayesdesign.student.model.Context` of ``state`` (views into the cache)."""
+        kv = state.cache.kv[:, :, : state.t + 1]
+        b = kv.shape[1]
+        n = torch.full((b,), float(state.t), device=self.device)
+        return Context(list(kv[: self._layers]), list(kv[self._layers :]), state.gate_sum, n, None)
+
+    @torch.inference_mode()
+    def outputs(self, state: StudentState, x: np.ndarray) -> dict[str, np.ndarray]:
+        """All student outputs at ``x`` (B, m, d): ``pi`` (unclipped), ``log_sd_mean``,
+        ``log_sd_sd``, ``class_prob`` (see :meth:`StudentModel.decide`)."""
+        out = self.model.decide(self.context(state), self._tensor(self.student.scaling.to_unit(x)))
+        return {k: v.double().cpu().numpy() for k, v in out.items()}
+
+    @torch.inference_mode()
+    def _raw(self, state: StudentState, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x)
+        if state.t < self.burn_in:
+            return np.full(x.shape[:-1], 0.5)
+        out = self.model.decide(self.context(state), self._tensor(self.student.scaling.to_unit(x)))
+        return out["pi"].double().cpu().numpy()
+
+
+def resolve_student_path(rest: str) -> Path:
+    """``pretrained`` -> the shipped ``bayesdesign/pretrained/student``; anything else a folder."""
+    if rest == "pretrained":
+        path = Path(__file__).resolve().parent.parent / "pretrained" / "student"
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(
+                f"design 'student:pretrained': no shipped student at {path} (this installation has none); "
+                "train one with bayesdesign.student.distil (bayesdesign distil) and use 'student:DIR'"
+            )
+        return path
+    return Path(rest).expanduser()
+
+
+def load_policy(path: str | Path, prior=None, bounds=None, override: bool = False, device: str = "cpu"):
+    """A :class:`StudentPolicy` from a checkpoint folder (``'pretrained'`` for the shipped one);
+    ``prior``, ``bounds``, ``override`` as in :func:`~bayesdesign.student.checkpoint.load_student`."""
+    folder = resolve_student_path(str(path)) if str(path) == "pretrained" else Path(path)
+    policy = StudentPolicy(load_student(folder, prior=prior, bounds=bounds, override=override), device=device)
+    policy.name = f"student:{path}"
+    return policy
+
+
+def design_factory(rest: str, env, horizon: int) -> StudentPolicy:
+    """``student:DIR`` (or ``student:pretrained``) for the runner; the environment's covariate box
+    must lie inside the box the student was trained on."""
+    policy = load_policy(resolve_student_path(rest))
+    lo, hi = (np.atleast_1d(np.asarray(b, float)) for b in env.bounds)
+    if lo.shape != policy.low.shape or np.any(lo < policy.low - 1e-12) or np.any(hi > policy.high + 1e-12):
+        raise ValueError(
+            f"design 'student:{rest}': the environment's covariate box [{lo}, {hi}] is not inside the box the "
+            f"student was trained on [{policy.low}, {policy.high}]"
+        )
+    return policy

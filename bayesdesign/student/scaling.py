@@ -1,0 +1,95 @@
+r"""How the student sees the data: covariates on the unit cube, outcomes on the prior's scale.
+
+Covariates ``x`` in user units are mapped to :math:`u = (x - \text{low}) / (\text{high} - \text{low})`
+(clipped to :math:`[0, 1]^d`) with the prior's declared bounds, as the teacher's basis does.
+
+Outcomes are standardized per arm with the prior's own location and scale,
+
+.. math::
+    y_{\text{std}} = (y - \text{offset}^{\text{mean}}_a) / \exp(\text{offset}^{\log\sigma}_a),
+
+i.e. by the prior mean of :math:`\mu_a` and the prior's typical sd :math:`\sqrt{v_0}` — exactly
+the quantities the conjugate teacher centres and scales its regressions with, so the student sees
+what the teacher's prior sees and its labels are functions of :math:`y_{\text{std}}` and
+:math:`u` alone. For ``bernoulli`` outcomes the location is :math:`p_0 = \text{sigmoid}(\text{offset})`
+and the scale :math:`\sqrt{p_0(1 - p_0)}` (the teacher's working model); priors given as a user
+model (no series) use location 0 and scale 1. Standardized outcomes are clamped to
+:math:`\pm` :data:`Y_CLAMP` before they enter the network (a guard against a single wild outcome
+dominating a token; prior draws essentially never reach it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+
+__all__ = ["InputScaling", "Y_CLAMP"]
+
+Y_CLAMP = 10.0
+
+
+@dataclass(frozen=True)
+class InputScaling:
+    """Affine maps of covariates and outcomes into the student's coordinates.
+
+    ``low``, ``high`` (d,): covariate box; ``y_offset``, ``y_scale`` (2,): per-arm outcome location
+    and scale (index 0 control, 1 treated).
+    """
+
+    low: tuple[float, ...]
+    high: tuple[float, ...]
+    y_offset: tuple[float, float]
+    y_scale: tuple[float, float]
+
+    @classmethod
+    def from_spec(cls, spec, bounds=None) -> InputScaling:
+        """The scaling a :class:`~bayesdesign.spec.PriorSpec` implies (``bounds`` overrides its box)."""
+        low, high = spec.bounds if bounds is None else bounds
+        off, scale = [0.0, 0.0], [1.0, 1.0]
+        if spec.arms is not None:
+            for a in (0, 1):
+                arm = spec.arm(a)
+                if spec.family == "bernoulli":
+                    p0 = 1.0 / (1.0 + np.exp(-arm.mean.offset))
+                    off[a], scale[a] = float(p0), float(np.sqrt(p0 * (1.0 - p0)))
+                else:
+                    off[a], scale[a] = float(arm.mean.offset), float(np.exp(arm.log_sd.offset))
+        return cls(
+            tuple(float(v) for v in np.atleast_1d(low)),
+            tuple(float(v) for v in np.atleast_1d(high)),
+            (off[0], off[1]),
+            (scale[0], scale[1]),
+        )
+
+    @classmethod
+    def from_dict(cls, data: dict) -> InputScaling:
+        return cls(
+            tuple(data["low"]), tuple(data["high"]), tuple(data["y_offset"]), tuple(data["y_scale"])
+        )
+
+    def to_dict(self) -> dict:
+        return {"low": list(self.low), "high": list(self.high), "y_offset": list(self.y_offset),
+                "y_scale": list(self.y_scale)}
+
+    @property
+    def d(self) -> int:
+        return len(self.low)
+
+    @cached_property
+    def _box(self) -> tuple[np.ndarray, np.ndarray]:
+        low = np.asarray(self.low, dtype=float)
+        return low, 1.0 / (np.asarray(self.high, dtype=float) - low)
+
+    def to_unit(self, x: np.ndarray) -> np.ndarray:
+        """Covariates ``(..., d)`` in user units to the unit cube (clipped), float32."""
+        low, inv = self._box
+        return np.clip((np.asarray(x, dtype=float) - low) * inv, 0.0, 1.0).astype(np.float32)
+
+    def standardize(self, y: np.ndarray, a: np.ndarray) -> np.ndarray:
+        """Outcomes on the prior's scale per arm (see the module docstring), clamped, float32."""
+        a = np.asarray(a).astype(bool)
+        off = np.where(a, self.y_offset[1], self.y_offset[0])
+        scale = np.where(a, self.y_scale[1], self.y_scale[0])
+        return np.clip((np.asarray(y, dtype=float) - off) / scale, -Y_CLAMP, Y_CLAMP).astype(np.float32)

@@ -1,0 +1,60 @@
+"""End to end on the command line: traces -> distil -> the student as a design."""
+
+import json
+
+from click.testing import CliRunner
+
+from bayesdesign.cli import main
+
+
+def test_traces_distil_simulate(tmp_path):
+    run = CliRunner().invoke
+    traces = tmp_path / "t.nc"
+    res = run(
+        main,
+        [
+            "traces",
+            "--prior",
+            "smoothness-mixture",
+            "--teacher",
+            "mixture",
+            "-N",
+            "24",
+            "-T",
+            "60",
+            "-Q",
+            "4",
+            "--refit-every",
+            "20",
+            "--out",
+            str(traces),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    out = tmp_path / "student"
+    res = run(
+        main,
+        ["distil", "--traces", str(traces), "--out", str(out), "--steps", "3", "--batch-size", "4", "--no-progress"],
+    )
+    assert res.exit_code == 0, res.output
+    cfg = json.loads((out / "config.json").read_text())
+    assert "prior_hash" in json.dumps(cfg) and (out / "model.safetensors").exists()
+    res = run(
+        main,
+        [
+            "simulate",
+            "--prior",
+            "smoothness-mixture",
+            "--designs",
+            f"uniform,student:{out}",
+            "-T",
+            "60",
+            "-R",
+            "3",
+            "--json",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert set(json.loads(res.output)) == {"uniform", f"student:{out}", "oracle"}
+    res = run(main, ["simulate", "--scenario", "S2", "--designs", "student:pretrained", "-T", "60", "-R", "1"])
+    assert res.exit_code == 2 and "no shipped student at" in res.output
