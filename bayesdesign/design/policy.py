@@ -124,12 +124,18 @@ class SequentialPolicy(ABC):
         """Clipped probabilities for the next units ``x`` (B, m, d) given ``state``."""
         return self.clip.clip(self._raw(state, x), state.t + 1)
 
-    def propensity(self, history: History, x: np.ndarray) -> np.ndarray:
-        """:class:`Policy` protocol: fold the history into state, then decide for ``x``."""
-        h, xb, squeeze = as_batch(history, x)
+    def fold(self, history: History) -> tuple[Any, bool]:
+        """State after a (possibly batched) history; ``True`` if a batch axis of one was added."""
+        h, _, squeeze = as_batch(history, np.zeros((0, self.d)))
         state = self.init(h.y.shape[0])
         if len(h):
             state = self.update(state, h.x, h.a, h.y, h.pi)
+        return state, squeeze
+
+    def propensity(self, history: History, x: np.ndarray) -> np.ndarray:
+        """:class:`Policy` protocol: fold the history into state, then decide for ``x``."""
+        state, squeeze = self.fold(history)
+        _, xb, _ = as_batch(history, x)
         pi = self.propensity_at(state, xb)
         return pi[0] if squeeze else pi
 

@@ -58,7 +58,7 @@ from numpyro import handlers
 from numpyro.infer.initialization import init_to_median
 from numpyro.infer.util import initialize_model
 
-from ..design.policy import History, SequentialPolicy, as_batch
+from ..design.policy import History, SequentialPolicy
 from .base import TeacherConfig
 
 __all__ = [
@@ -491,14 +491,6 @@ class SampledTeacher(SequentialPolicy):
         new = state._replace(fit_n=n, draws=res.draws, warm=res.warm, diagnostics=res.diagnostics,
                              class_prob=class_prob)
         return new, res.sample_stats
-
-    def fold(self, history: History) -> tuple[SampledState, bool]:
-        """State after a (possibly batched) history; ``True`` if a batch axis was added."""
-        h, _, squeeze = as_batch(history, np.zeros((0, self.spec.d)))
-        state = self.init(h.y.shape[0])
-        if len(h):
-            state = self.update(state, h.x, h.a, h.y, h.pi)
-        return state, squeeze
 
     # ---------------------------------------------------------------- decisions
 

@@ -59,7 +59,7 @@ import numpy as np
 
 from .. import linalg
 from ..basis import cosine_features, prior_scales
-from ..design.policy import History, SequentialPolicy, as_batch
+from ..design.policy import History, SequentialPolicy
 from ..regression import SeriesStats, init_stats, update_stats
 from .base import TeacherConfig
 
@@ -293,14 +293,6 @@ class ConjugateTeacher(SequentialPolicy):
         if state.t < self.config.burn_in:
             return np.full(x.shape[:-1], 0.5)
         return self.decide(state, x)["pi"]
-
-    def fold(self, history: History) -> tuple[TeacherState, bool]:
-        """State after a (possibly batched) history; ``True`` if a batch axis was added."""
-        h, _, squeeze = as_batch(history, np.zeros((0, self.prior.d)))
-        state = self.init(h.y.shape[0])
-        if len(h):
-            state = self.update(state, h.x, h.a, h.y, h.pi)
-        return state, squeeze
 
     def class_posterior(self, history: History) -> np.ndarray:
         """:math:`P(k \\mid H)` over the prior's smoothness classes, ``(K,)`` (or (B, K))."""
