@@ -153,7 +153,10 @@ def generate_traces(
     if horizon % refit_every:
         raise ValueError(f"refit_every: expected a divisor of the horizon {horizon}, got {refit_every}")
     spec = prior if hasattr(prior, "hash") else load_prior(prior)
-    teacher = make_teacher(backend, spec, **(teacher_kwargs or {}))
+    kwargs = dict(teacher_kwargs or {})
+    if backend in ("nuts", "svi"):  # sampling teachers refit at the trace's refit points
+        kwargs.setdefault("refit_every", refit_every)
+    teacher = make_teacher(backend, spec, **kwargs)
     out = Path(out)
     parts = out.with_name(out.name + ".parts")
     manifest = _manifest(spec, teacher, backend, tasks, horizon, queries, refit_every, chunk_tasks, seed)

@@ -202,3 +202,46 @@ def test_refit_schedule_is_a_function_of_t():
     assert [fit_size(t, 200, 10, early_refits=False) for t in ts] == [0, 0, 10, 10, 10, 10, 10, 10, 200, 200, 400]
     assert [capacity(n, None) for n in (0, 10, 64, 65, 1000, 1025)] == [64, 64, 64, 128, 1024, 2048]
     assert capacity(10, 512) == 512
+
+
+def test_several_chains_pool_draws_and_report_rhat():
+    import arviz as az
+
+    h = _s2_history(3, n=60)
+    t = NUTSTeacher("beta1", TeacherConfig(burn_in=0), num_warmup=100, num_samples=100, num_chains=3, refit_every=60,
+                    max_units=64)
+    idata = t.posterior(h, XQ, draws=300)
+    assert dict(idata.posterior.sizes) == {"chain": 3, "draw": 100, "arm": 2, "query": 3}
+    assert idata.sample_stats["diverging"].shape == (3, 100)
+    assert float(az.rhat(idata.posterior["mean"]).to_array().max()) < 1.1
+    state, _ = t.fold(h)
+    assert state.draws["z_mean"].shape == (1, 1, 300, 2, 11) and state.warm.z.shape == (1, 1, 3, 44)
+    diag = t.diagnostics(state)
+    assert diag["rhat"][0] < 1.1 and diag["ess"][0] > 50
+
+
+@pytest.mark.parametrize("name", ["beta1", "student-t", "binary", "treated-control"])
+def test_fast_series_density_equals_the_prior_model(name):
+    """The samplers' fit_model (features computed once per fit) has the log density of
+    models.numpyro_model at the same latents, padding included."""
+    import jax.numpy as jnp
+    from numpyro.infer.util import log_density
+
+    from bayesdesign.models import numpyro_model
+    from bayesdesign.spec import load_prior
+    from bayesdesign.teachers._sampling import _featurize, model_parts
+
+    spec = load_prior(name)
+    parts = model_parts(spec)
+    rng = np.random.default_rng(2)
+    n = 40
+    u = rng.uniform(size=(n, spec.d)).astype(np.float32)
+    a = rng.integers(0, 2, n)
+    y = (rng.uniform(size=n) < 0.5).astype(np.float32) if spec.family == "bernoulli" else rng.normal(size=n)
+    mask = np.arange(n) < 33
+    u[~mask], y = np.nan, np.where(mask, y, np.nan).astype(np.float32)  # padding may hold anything
+    latent = {k: jnp.asarray(rng.normal(size=(2, 1 + spec.d * spec.n_terms)), jnp.float32) for k in parts.latent_names}
+    ref, _ = log_density(numpyro_model(spec), (u, a, y, mask, u[:2] * 0 + 0.5), {}, latent)
+    feats = _featurize(parts.featurize, *(jnp.asarray(v)[None] for v in (u, a, y, mask)))
+    fast, _ = log_density(parts.fit_model, tuple(v[0] for v in feats), {}, latent)
+    np.testing.assert_allclose(float(fast), float(ref), rtol=1e-5)
