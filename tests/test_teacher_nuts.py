@@ -8,11 +8,10 @@ about a minute on two cores; Monte Carlo comparisons use 4 standard errors from 
 
 import numpy as np
 import pytest
+from _sampling_cases import known_variance_case, known_variance_posterior, s2_history
 from numpyro.diagnostics import effective_sample_size
 
 import bayesdesign as bd
-from bayesdesign.basis import cosine_features, prior_scales
-from bayesdesign.spec import PriorSpec
 from bayesdesign.teachers import TeacherConfig, make_teacher
 from bayesdesign.teachers.nuts import NUTSTeacher
 
@@ -22,16 +21,7 @@ SETTINGS = {"num_warmup": 200, "num_samples": 300, "refit_every": 100, "max_unit
 
 
 def _s2_history(seed, n=N, batch=None):
-    env = bd.get_scenario("S2")
-    rng = np.random.default_rng(seed)
-    m = n * (batch or 1)
-    x = env.sample_covariates(rng, m)
-    a = (rng.uniform(size=m) < 0.5).astype(int)
-    y = env.sample_outcomes(rng, x, a)
-    h = bd.History(x, a.astype(float), y, np.full(m, 0.5))
-    if batch:
-        h = bd.History(*(v.reshape(batch, n, *v.shape[1:]) for v in h))
-    return h
+    return s2_history(seed, n, batch)
 
 
 def _batched(h):
@@ -74,35 +64,17 @@ def cold(teacher):
 def test_known_variance_posterior_mean_matches_closed_form(tmp_path, monkeypatch):
     """On the known-variance mean model (a user model here, so the generic path is exercised) the
     posterior of mu_a(x) is Gaussian in closed form: precision Phi^T Phi / sigma^2 + diag(s^-2)."""
-    (tmp_path / "kv_model_nuts_test.py").write_text(
-        "import numpy as np\nfrom bayesdesign.models import known_variance_model\n"
-        "from bayesdesign.spec import load_prior\n"
-        "model = known_variance_model(load_prior('beta1'), np.array([0.5, 1.0]))\n"
-    )
-    monkeypatch.syspath_prepend(str(tmp_path))
-    spec = PriorSpec.from_dict(
-        {"name": "kv", "covariates": [{"name": "x", "low": 0, "high": 1}], "model": "kv_model_nuts_test:model"}
-    )
-    sigma = np.array([0.5, 1.0])
-    rng = np.random.default_rng(11)
-    n = 60
-    x = rng.uniform(size=(n, 1))
-    a = rng.integers(0, 2, n)
-    y = np.sin(3 * x[:, 0]) + a + sigma[a] * rng.standard_normal(n)
+    spec, h = known_variance_case(tmp_path, monkeypatch, "kv_model_nuts_test")
+    n = len(h)
     t = NUTSTeacher(spec, TeacherConfig(burn_in=0), num_warmup=200, num_samples=500, refit_every=n, max_units=64)
-    state, _ = t.fold(bd.History(x, a.astype(float), y, np.full(n, 0.5)))
+    state, _ = t.fold(h)
     xq = np.linspace(0, 1, 7)[:, None]
     (m, se), _ = _mc(t, state, xq)
     out = t.decide(state, xq[None])
     np.testing.assert_allclose(out["mean"], m, rtol=1e-5, atol=1e-6)
-    s = prior_scales(1, 10, 1.0, 1.0)
-    phi_q = cosine_features(xq, 10)
     for arm in (0, 1):
-        phi = cosine_features(x[a == arm], 10)
-        prec = phi.T @ phi / sigma[arm] ** 2 + np.diag(1.0 / s**2)
-        coef = np.linalg.solve(prec, phi.T @ y[a == arm] / sigma[arm] ** 2)
-        q_sd = np.sqrt(np.einsum("qf,fg,qg->q", phi_q, np.linalg.inv(prec), phi_q))
-        np.testing.assert_array_less(np.abs(m[0, arm] - phi_q @ coef), 4.0 * se[0, arm])
+        ref, q_sd = known_variance_posterior(h, xq, arm)
+        np.testing.assert_array_less(np.abs(m[0, arm] - ref), 4.0 * se[0, arm])
         assert np.all(se[0, arm] < 0.15 * q_sd)  # the check has power: MC error well below the posterior sd
     assert state.diagnostics["divergences"][0] == 0
 
@@ -208,8 +180,9 @@ def test_several_chains_pool_draws_and_report_rhat():
     import arviz as az
 
     h = _s2_history(3, n=60)
-    t = NUTSTeacher("beta1", TeacherConfig(burn_in=0), num_warmup=100, num_samples=100, num_chains=3, refit_every=60,
-                    max_units=64)
+    t = NUTSTeacher(
+        "beta1", TeacherConfig(burn_in=0), num_warmup=100, num_samples=100, num_chains=3, refit_every=60, max_units=64
+    )
     idata = t.posterior(h, XQ, draws=300)
     assert dict(idata.posterior.sizes) == {"chain": 3, "draw": 100, "arm": 2, "query": 3}
     assert idata.sample_stats["diverging"].shape == (3, 100)

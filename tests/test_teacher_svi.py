@@ -9,9 +9,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _sampling_cases import known_variance_case, known_variance_posterior, s2_history
 
 import bayesdesign as bd
-from bayesdesign.basis import cosine_features, prior_scales
 from bayesdesign.spec import PriorSpec
 from bayesdesign.teachers import TeacherConfig, make_teacher
 from bayesdesign.teachers._sampling import task_keys
@@ -23,16 +23,7 @@ SETTINGS = {"num_steps": 1500, "num_draws": 400, "refit_every": 100, "max_units"
 
 
 def _s2_history(seed, n=N, batch=None):
-    env = bd.get_scenario("S2")
-    rng = np.random.default_rng(seed)
-    m = n * (batch or 1)
-    x = env.sample_covariates(rng, m)
-    a = (rng.uniform(size=m) < 0.5).astype(int)
-    y = env.sample_outcomes(rng, x, a)
-    h = bd.History(x, a.astype(float), y, np.full(m, 0.5))
-    if batch:
-        h = bd.History(*(v.reshape(batch, n, *v.shape[1:]) for v in h))
-    return h
+    return s2_history(seed, n, batch)
 
 
 def _oracle(u):
@@ -57,35 +48,18 @@ def test_known_variance_posterior_matches_closed_form(guide, tmp_path, monkeypat
     """Posterior of mu_a(x) under the known-variance mean model (a user model: the generic path).
     Mean: every guide within 0.1 posterior sd + 4 MC standard errors. Sd: the Laplace and
     full-rank guides within 10% (exact family); the mean-field sd is not the posterior's."""
-    (tmp_path / "kv_model_svi_test.py").write_text(
-        "import numpy as np\nfrom bayesdesign.models import known_variance_model\n"
-        "from bayesdesign.spec import load_prior\n"
-        "model = known_variance_model(load_prior('beta1'), np.array([0.5, 1.0]))\n"
+    spec, h = known_variance_case(tmp_path, monkeypatch, "kv_model_svi_test")
+    n = len(h)
+    t = SVITeacher(
+        spec, TeacherConfig(burn_in=0), guide=guide, num_steps=3000, num_draws=2000, refit_every=n, max_units=64
     )
-    monkeypatch.syspath_prepend(str(tmp_path))
-    spec = PriorSpec.from_dict(
-        {"name": "kv", "covariates": [{"name": "x", "low": 0, "high": 1}], "model": "kv_model_svi_test:model"}
-    )
-    sigma = np.array([0.5, 1.0])
-    rng = np.random.default_rng(11)
-    n = 60
-    x = rng.uniform(size=(n, 1))
-    a = rng.integers(0, 2, n)
-    y = np.sin(3 * x[:, 0]) + a + sigma[a] * rng.standard_normal(n)
-    t = SVITeacher(spec, TeacherConfig(burn_in=0), guide=guide, num_steps=3000, num_draws=2000, refit_every=n,
-                   max_units=64)
-    state, _ = t.fold(bd.History(x, a.astype(float), y, np.full(n, 0.5)))
+    state, _ = t.fold(h)
     xq = np.linspace(0, 1, 7)[:, None]
     mean, _ = t.draws_at(state, xq[None])
     draws = mean[0, 0]  # (S, 2, Q)
-    s = prior_scales(1, 10, 1.0, 1.0)
-    phi_q = cosine_features(xq, 10)
     for arm in (0, 1):
-        phi = cosine_features(x[a == arm], 10)
-        prec = phi.T @ phi / sigma[arm] ** 2 + np.diag(1.0 / s**2)
-        coef = np.linalg.solve(prec, phi.T @ y[a == arm] / sigma[arm] ** 2)
-        q_sd = np.sqrt(np.einsum("qf,fg,qg->q", phi_q, np.linalg.inv(prec), phi_q))
-        err = np.abs(draws[:, arm].mean(0) - phi_q @ coef)
+        ref, q_sd = known_variance_posterior(h, xq, arm)
+        err = np.abs(draws[:, arm].mean(0) - ref)
         np.testing.assert_array_less(err, 0.1 * q_sd + 4 * draws[:, arm].std(0) / np.sqrt(draws.shape[0]))
         if guide != "normal":
             np.testing.assert_allclose(draws[:, arm].std(0), q_sd, rtol=0.1)
@@ -123,8 +97,12 @@ def test_vectorized_fit_matches_one_task_at_a_time(teacher):
     """The compiled vectorized fit on three tasks equals three single-task calls with the same keys."""
     hb = _s2_history(8, n=200, batch=3)
     state = teacher.init(3)
-    state = state._replace(t=200, x=np.pad(hb.x, ((0, 0), (0, 312), (0, 0))), a=np.pad(hb.a, ((0, 0), (0, 312))).astype(
-        np.int32), y=np.pad(hb.y, ((0, 0), (0, 312))))
+    state = state._replace(
+        t=200,
+        x=np.pad(hb.x, ((0, 0), (0, 312), (0, 0))),
+        a=np.pad(hb.a, ((0, 0), (0, 312))).astype(np.int32),
+        y=np.pad(hb.y, ((0, 0), (0, 312))),
+    )
     feats = teacher._padded(state, 200)[0]
     keys = task_keys(0, 200, 1, 3)[0]
     fn = teacher._fit_fn(0, teacher.settings(False), False)
