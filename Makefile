@@ -15,6 +15,7 @@ demo: $(STAMP)
 	$(VENV)/bin/bayesdesign demo
 
 test: $(STAMP)
+	@command -v chromium >/dev/null || (command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && (apt-get install -y -q chromium >/dev/null 2>&1 || (apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null)) ) || echo "chromium not installed: report rendering test will be skipped"
 	$(PY) -m pytest
 
 test-slow: $(STAMP)

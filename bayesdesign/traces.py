@@ -22,6 +22,10 @@ variable             dims                            meaning
 ``true_pi``          task, step, query               the task's oracle Neyman probability
 ``class_prob``       task, step, class               :math:`P(k \mid H)` (mixture priors)
 ``task_class``       task                            the class that generated the task
+``fit_*``            task, step                      sampling teachers: diagnostics of the fit
+                                                     behind the step's labels (``fit_rhat``,
+                                                     ``fit_ess``, ``fit_ess_tail``,
+                                                     ``fit_divergences``, ``fit_flagged``, ...)
 ===================  ==============================  =============================================
 
 Attributes record the prior (JSON and hash), the teacher backend and configuration, the seed.
@@ -45,8 +49,15 @@ from .io import load_dataset, save_dataset, write_text
 __all__ = ["generate_traces", "simulate_chunk"]
 
 
-def simulate_chunk(teacher, spec, n_tasks: int, horizon: int, queries: int, refit_every: int, seed) -> xr.Dataset:
-    """Run ``teacher`` on ``n_tasks`` prior draws in lockstep and label queries at each refit."""
+def simulate_chunk(
+    teacher, spec, n_tasks: int, horizon: int, queries: int, refit_every: int, seed, design=None
+) -> xr.Dataset:
+    """Run ``teacher`` on ``n_tasks`` prior draws in lockstep and label queries at each refit.
+
+    With ``design`` (a :class:`~bayesdesign.design.policy.SequentialPolicy`, e.g. a student) the
+    design assigns the units instead (each block of ``refit_every`` units with its state at the
+    block's start, as a batched design) and the teacher only labels the queries: the histories a
+    student creates itself, labelled by its teacher (DAgger)."""
     from .design.environment import evaluate
     from .models import sample_tasks
 
@@ -66,14 +77,16 @@ def simulate_chunk(teacher, spec, n_tasks: int, horizon: int, queries: int, refi
     )
     out = {k: [] for k in ("pi_query", "pi_raw", "log_sd_mean", "log_sd_sd", "mean", "class_prob")}
     pi = np.empty((n_tasks, horizon))
+    fit_diag = []  # per step: the sampler diagnostics of the fit behind the step's labels
     state = teacher.init(n_tasks)
+    dstate = design.init(n_tasks) if design is not None else None
     for s in range(steps):
         lo, hi = s * refit_every, (s + 1) * refit_every
         xs = np.concatenate([x[:, lo:hi], xq[:, s]], axis=1)
         res = teacher.decide(state, xs) if state.t >= teacher.config.burn_in else None
         raw = res["pi"] if res is not None else np.full(xs.shape[:-1], 0.5)
         clipped = teacher.clip.clip(raw, state.t + 1) if res is not None else raw
-        pi[:, lo:hi] = clipped[:, :refit_every]
+        pi[:, lo:hi] = clipped[:, :refit_every] if design is None else design.propensity_at(dstate, x[:, lo:hi])
         if res is None:  # burn-in: still record the posterior the teacher would have
             res = teacher.decide(state, xs)
         out["pi_query"].append(clipped[:, refit_every:])
@@ -81,9 +94,12 @@ def simulate_chunk(teacher, spec, n_tasks: int, horizon: int, queries: int, refi
         for k in ("log_sd_mean", "log_sd_sd", "mean"):
             out[k].append(res[k][..., refit_every:])
         out["class_prob"].append(res.get("class_prob", np.ones((n_tasks, 1))))
+        fit_diag.append(teacher.diagnostics(state) if hasattr(teacher, "diagnostics") else {})
         a = (u[:, lo:hi] < pi[:, lo:hi]).astype(np.int8)
         y = np.where(a == 1, y1[:, lo:hi], y0[:, lo:hi])
         state = teacher.update(state, x[:, lo:hi], a, y, pi[:, lo:hi])
+        if design is not None:
+            dstate = design.update(dstate, x[:, lo:hi], a, y, pi[:, lo:hi])
     a = (u < pi).astype(np.int8)
     flat = xq.reshape(n_tasks, steps * queries, d)
     true_ls = np.stack([np.log(evaluate(env, "sd", flat, arm)) for arm in (0, 1)], 1).reshape(
@@ -107,11 +123,16 @@ def simulate_chunk(teacher, spec, n_tasks: int, horizon: int, queries: int, refi
     for k in ("log_sd_mean", "log_sd_sd", "mean"):
         data[k] = (("task", "step", "arm", "query"), np.stack(out[k], 1).astype(f32))
     data["true_log_sd"] = (("task", "step", "arm", "query"), true_ls.transpose(0, 2, 1, 3).astype(f32))
+    if any(fit_diag):  # NUTS/SVI: fit_rhat, fit_ess, fit_ess_tail, fit_divergences, ..., fit_flagged
+        from .diagnostics.convergence import trace_variables
+
+        data.update(trace_variables(fit_diag, n_tasks))
     return xr.Dataset(data, coords={"arm": [0, 1], "covariate": spec.covariate_names})
 
 
-def _manifest(spec, teacher, backend, tasks, horizon, queries, refit_every, chunk, seed) -> dict:
+def _manifest(spec, teacher, backend, tasks, horizon, queries, refit_every, chunk, seed, design) -> dict:
     return {
+        "design": design,
         "prior_hash": spec.hash(),
         "prior": spec.to_dict(),
         "teacher": backend,
@@ -137,8 +158,14 @@ def generate_traces(
     seed: int = 0,
     progress: bool = False,
     teacher_kwargs: dict | None = None,
+    teacher_config=None,
+    design=None,
 ) -> Path:
     """Generate traces into ``out`` (netCDF), resumably.
+
+    ``teacher_config`` (a :class:`~bayesdesign.teachers.base.TeacherConfig`) overrides the
+    defaults; ``design`` (a policy) assigns the units instead of the teacher, which then only
+    labels (see :func:`simulate_chunk`); its ``name`` is recorded.
 
     Chunks of ``chunk_tasks`` tasks go to ``OUT.parts/`` as they finish (each written atomically,
     with seed ``(seed, chunk index)``); a manifest there must match the arguments of a resumed
@@ -156,10 +183,11 @@ def generate_traces(
     kwargs = dict(teacher_kwargs or {})
     if backend in ("nuts", "svi"):  # sampling teachers refit at the trace's refit points
         kwargs.setdefault("refit_every", refit_every)
-    teacher = make_teacher(backend, spec, **kwargs)
+    teacher = make_teacher(backend, spec, teacher_config, **kwargs)
     out = Path(out)
     parts = out.with_name(out.name + ".parts")
-    manifest = _manifest(spec, teacher, backend, tasks, horizon, queries, refit_every, chunk_tasks, seed)
+    design_name = None if design is None else str(getattr(design, "name", type(design).__name__))
+    manifest = _manifest(spec, teacher, backend, tasks, horizon, queries, refit_every, chunk_tasks, seed, design_name)
     mpath = parts / "manifest.json"
     if mpath.exists():
         old = json.loads(mpath.read_text())
@@ -178,7 +206,7 @@ def generate_traces(
         path = parts / f"chunk-{i:05d}.nc"
         size = min(chunk_tasks, tasks - i * chunk_tasks)
         if not path.exists():
-            ds = simulate_chunk(teacher, spec, size, horizon, queries, refit_every, seed=[seed, i])
+            ds = simulate_chunk(teacher, spec, size, horizon, queries, refit_every, seed=[seed, i], design=design)
             ds = ds.assign_coords(task=np.arange(i * chunk_tasks, i * chunk_tasks + size))
             save_dataset(ds, path)
         bar.update(size)
@@ -202,6 +230,7 @@ def generate_traces(
         refit_every=refit_every,
         queries=queries,
         bayesdesign_version=__version__,
+        **({"design": design_name} if design_name else {}),
     )
     save_dataset(full, out)
     shutil.rmtree(parts)

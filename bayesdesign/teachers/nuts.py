@@ -250,7 +250,8 @@ class NUTSTeacher(SampledTeacher):
         """Diagnostics of the last fit, each (B,): ``divergences`` (post-warmup divergent
         transitions, all chains and classes), ``accept_prob`` and ``tree_size`` (mean leapfrog
         steps per draw), ``step_size``, ``rhat`` (worst split :math:`\\hat R` over the
-        unconstrained coefficients) and ``ess`` (smallest bulk ESS)."""
+        unconstrained coefficients), ``ess`` (smallest bulk ESS) and ``ess_tail`` (smallest tail
+        ESS)."""
         return dict(state.diagnostics)
 
 
@@ -285,5 +286,9 @@ def _collect(results: list[ChainResult]) -> FitResult:
         "rhat": np.nanmax(rhat, axis=(1, 2)) if np.isfinite(rhat).any() else np.full(z.shape[0], np.nan),
         "ess": np.nanmin(ess, axis=(1, 2)) if np.isfinite(ess).any() else np.full(z.shape[0], np.nan),
     }
+    if zc.shape[1] >= 4:  # smallest tail ESS (ArviZ's definition; diagnostics.convergence.ess_tail)
+        from ..diagnostics.convergence import ess_tail
+
+        diagnostics["ess_tail"] = np.nanmin(ess_tail(zc), axis=(1, 2))
     stats = {"diverging": div, "tree_size": steps, "acceptance_rate": acc}
     return FitResult(draws, warm, diagnostics, stats)
