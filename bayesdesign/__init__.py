@@ -15,6 +15,15 @@ from .design import (  # noqa: E402
 )
 from .estimation import aipw, analyze  # noqa: E402
 
+
+def load_policy(path="pretrained", prior=None, bounds=None, override: bool = False, device: str = "cpu"):
+    """A trained student as a design (:func:`bayesdesign.student.load_policy`): ``'pretrained'`` for
+    the shipped one, or a checkpoint folder. Imported lazily, so torch loads only when used."""
+    from .student import load_policy as _load
+
+    return _load(path, prior=prior, bounds=bounds, override=override, device=device)
+
+
 __all__ = [
     "__version__",
     "io",
@@ -25,6 +34,7 @@ __all__ = [
     "get_scenario",
     "rescale",
     "make_design",
+    "load_policy",
     "Environment",
     "Policy",
     "History",

@@ -245,8 +245,17 @@ def traces(prior, backend, tasks, horizon, queries, refit_every, chunk_tasks, se
 @click.option("--device", default=None, help="torch device (default: cuda when available, else cpu).")
 @click.option("--max-seconds", default=None, type=float, help="Stop (and checkpoint) after this much training time.")
 @click.option("--no-resume", is_flag=True, help="Start afresh even if OUT holds a checkpoint.")
+@click.option(
+    "--dagger-rounds",
+    default=0,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="DAgger: times the student is rolled out as the design and its histories labelled by the teacher.",
+)
+@click.option("--dagger-tasks", default=256, show_default=True, type=click.IntRange(min=1), help="Tasks per round.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: only on a terminal).")
-def distil(traces_files, out, steps, batch_size, lr, seed, device, max_seconds, no_resume, progress):
+def distil(traces_files, out, steps, batch_size, lr, seed, device, max_seconds, no_resume, dagger_rounds,
+           dagger_tasks, progress):
     """Distil teacher traces into a student transformer (a policy that decides in ~1 ms).
 
     Resumes from the checkpoint in OUT unless --no-resume; deterministic for a seed. The
@@ -265,6 +274,8 @@ def distil(traces_files, out, steps, batch_size, lr, seed, device, max_seconds, 
         device=device,
         max_seconds=max_seconds,
         resume=not no_resume,
+        dagger_rounds=dagger_rounds,
+        dagger_tasks=dagger_tasks,
         progress=_progress(progress),
     )
     click.echo(f"student: {out}  {res}")
@@ -320,13 +331,16 @@ def analyze(log, covariates, arm, outcome, propensity, level, as_json):
     help="Folder for the results dataset.",
 )
 def demo(scenario, horizon, reps, seed, out):
-    """The main job on shipped defaults: every baseline design on a scenario, with a table."""
+    """The main job on shipped defaults: the pretrained student against every baseline on a
+    scenario, with a table, a plot of pi(x) over time against the oracle rule, and a report."""
     from .design import get_scenario
     from .design import simulate as run
-    from .io import save_dataset
+    from .diagnostics.plots import plot_pi_over_time, to_png
+    from .diagnostics.report import write_report
+    from .io import atomic_path, save_dataset
     from .summary import format_table, summarize
 
-    designs = ["uniform", "explore-then-neyman", "clip-ogd", "plugin-neyman", "oracle"]
+    designs = ["uniform", "explore-then-neyman", "clip-ogd", "plugin-neyman", "student:pretrained", "oracle"]
     click.echo(f"bayesdesign {__version__}: {', '.join(designs)} on {scenario}, T = {horizon}, {reps} replications")
     ds = run(
         get_scenario(scenario),
@@ -337,10 +351,19 @@ def demo(scenario, horizon, reps, seed, out):
         keep_units=20,
         progress=sys.stderr.isatty(),
     )
-    path = save_dataset(ds, Path(out) / "results.nc")
+    out = Path(out)
+    path = save_dataset(ds, out / "results.nc")
+    with atomic_path(out / "pi_over_time.png") as tmp:
+        Path(tmp).write_bytes(to_png(plot_pi_over_time(ds)))
+    report = write_report([path], out / "report.html", title=f"bayesdesign demo: {scenario}, T = {horizon}")
     click.echo(format_table(summarize(ds)))
-    click.echo(f"\nresults: {path}  ({ds.attrs['seconds']} s)")
+    click.echo(f"\nresults: {path}  ({ds.attrs['seconds']} s)\nplot:    {out / 'pi_over_time.png'}\nreport:  {report}")
 
+
+from .diagnostics.cli import diagnose, report  # noqa: E402
+
+main.add_command(diagnose)
+main.add_command(report)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

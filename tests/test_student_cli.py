@@ -56,5 +56,5 @@ def test_traces_distil_simulate(tmp_path):
     )
     assert res.exit_code == 0, res.output
     assert set(json.loads(res.output)) == {"uniform", f"student:{out}", "oracle"}
-    res = run(main, ["simulate", "--scenario", "S2", "--designs", "student:pretrained", "-T", "60", "-R", "1"])
-    assert res.exit_code == 2 and "no shipped student at" in res.output
+    res = run(main, ["simulate", "--scenario", "S2", "--designs", f"student:{tmp_path / 'missing'}", "-T", "60"])
+    assert res.exit_code == 2 and "missing" in res.output

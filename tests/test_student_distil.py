@@ -43,11 +43,23 @@ def test_examples_are_exact_prefixes(traces):
     assert len(set(ds.index[idx, 2])) == 1  # one history length per batch
 
 
-def test_distil_learns_and_is_deterministic(traces, tmp_path):
-    res = distil([traces], tmp_path / "a", seed=3, **KW)
+def test_network_alone_learns(traces, tmp_path):
+    """Without the conjugate layer (``n_terms = 0``) the validation loss falls from a random start."""
+    kw = {**KW, "architecture": {**KW["architecture"], "n_terms": 0}}
+    res = distil([traces], tmp_path / "net", seed=3, **kw)
     first, last = res.history[0], res.history[-1]
     assert first["step"] == 0 and last["step"] == 20
     assert last["val_loss"] < 0.8 * first["val_loss"]
+
+
+def test_distil_starts_at_the_teacher_and_is_deterministic(traces, tmp_path):
+    """With the conjugate layer (the default for series priors) the student decides as the mixture
+    teacher before any training, and a short run stays there."""
+    res = distil([traces], tmp_path / "a", seed=3, **KW)
+    first, last = res.history[0], res.history[-1]
+    assert first["val_pi_mae_raw"] < 3e-3 and first["val_gate_tv"] < 0.01
+    assert last["val_pi_mae_raw"] < 0.01 and last["val_gate_tv"] < 0.05
+    assert json.loads((tmp_path / "a" / "config.json").read_text())["architecture"]["n_terms"] == 10
     again = distil(traces, tmp_path / "b", seed=3, **KW)
     wa, wb = _weights(tmp_path / "a"), _weights(tmp_path / "b")
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
@@ -69,3 +81,62 @@ def test_resume_gives_the_uninterrupted_weights(traces, tmp_path):
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     with pytest.raises(ValueError, match=r"other arguments is here \(differs in \['lr'\]\)"):
         distil(traces, tmp_path / "cut", seed=5, **{**KW, "steps": 12, "lr": 1e-2})
+
+
+def test_dagger_rolls_out_the_student_and_labels_with_the_teacher(traces, tmp_path):
+    """A DAgger round: the new traces' histories were assigned by the student (its propensities,
+    recomputed block by block from the recorded history, equal the recorded ``pi``) and their labels
+    are the teacher's on those histories."""
+    import xarray as xr
+
+    from bayesdesign.teachers import make_teacher
+
+    kw = {**KW, "steps": 8, "val_every": 4, "checkpoint_every": 4}
+    distil(traces, tmp_path / "d", seed=2, dagger_rounds=1, dagger_tasks=3, **kw)
+    dag = xr.open_dataset(tmp_path / "d" / "dagger-1.nc")
+    assert dag.attrs["design"].startswith("student:") and dag.sizes["task"] == 3
+    policy = load_policy(tmp_path / "d")  # the final student differs from the rolled-out one ...
+    x, a, y, pi = (dag[k].values.astype(float) for k in ("x", "a", "y", "pi"))
+    b = int(dag.attrs["refit_every"])
+    assert np.all(pi[:, :10] == 0.5)  # burn-in
+    teacher = make_teacher("mixture", "smoothness-mixture")
+    s = 3
+    n = int(dag.n_obs[s])
+    ref = teacher.decide(teacher.update(teacher.init(3), x[:, :n], a[:, :n], y[:, :n], None),
+                         dag.x_query.values[:, s].astype(float))
+    np.testing.assert_allclose(dag.pi_raw.values[:, s], ref["pi"], atol=1e-5)
+    # ... so replay the rollout with the student of step 4, the DAgger point (the warm-up covers
+    # steps 0-3, so a 4-step run has the same learning rates and weights)
+    rolled = distil(traces, tmp_path / "r", seed=2, **{**kw, "steps": 4})
+    rp = load_policy(rolled.path)
+    state = rp.init(3)
+    for lo in range(0, x.shape[1], b):
+        np.testing.assert_allclose(pi[:, lo:lo + b], rp.propensity_at(state, x[:, lo:lo + b]), atol=1e-5)
+        state = rp.update(state, x[:, lo:lo + b], a[:, lo:lo + b], y[:, lo:lo + b], pi[:, lo:lo + b])
+    assert policy.name.startswith("student:")
+
+
+def test_log_sd_true_is_the_gaussian_nll_of_the_truth():
+    from scipy.stats import norm
+
+    from bayesdesign.student.losses import distil_losses
+
+    g = torch.Generator().manual_seed(0)
+    m, s, truth = torch.randn(4, 2, 5, generator=g), torch.rand(4, 2, 5, generator=g) + 0.2, torch.randn(4, 2, 5)
+    out = {"logit": torch.zeros(4, 5), "log_sd_mean": m, "log_sd_sd": s, "class_logits": torch.zeros(4, 3)}
+    batch = {"pi_raw": torch.full((4, 5), 0.5), "log_sd_mean": m, "log_sd_sd": s,
+             "class_prob": torch.full((4, 3), 1 / 3), "task_class": torch.zeros(4, dtype=torch.long),
+             "true_log_sd": truth}
+    terms = distil_losses(out, batch)
+    ref = -norm.logpdf(truth.numpy(), m.numpy(), s.numpy()).mean()
+    assert abs(float(terms["log_sd_true"]) - ref) < 1e-5
+    assert float(terms["log_sd"]) < 1e-6 and float(terms["pi"]) < 1e-6
+
+
+def test_traces_without_truth_are_refused_for_the_truth_loss(traces, tmp_path):
+    import xarray as xr
+
+    old = tmp_path / "old.nc"
+    xr.open_dataset(traces).drop_vars("true_log_sd").to_netcdf(old)
+    with pytest.raises(ValueError, match="no true_log_sd"):
+        distil(old, tmp_path / "x", seed=0, **KW)

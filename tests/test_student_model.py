@@ -7,10 +7,23 @@ import torch
 from bayesdesign.student.model import StudentConfig, StudentModel
 
 
-@pytest.fixture(scope="module")
-def model():
+@pytest.fixture(scope="module", params=[0, 6], ids=["network", "conjugate-layer"])
+def model(request):
+    """The plain network, and one with the conjugate layer (random prior arrays, random non-zero
+    corrections, so that both parts are exercised)."""
     torch.manual_seed(0)
-    return StudentModel(StudentConfig(d=2, n_classes=4, d_model=32, n_heads=4, token_hidden=32)).eval()
+    m = StudentModel(
+        StudentConfig(d=2, n_classes=4, d_model=32, n_heads=4, token_hidden=32, n_terms=request.param)
+    ).eval()
+    if m.conj is not None:
+        g = np.random.default_rng(0)
+        f = 1 + 2 * request.param
+        m.conj.set_prior({"s_mean": g.uniform(0.1, 1, (2, 4, f)), "s_var": g.uniform(0.1, 1, (2, 4, f)),
+                          "log_w": np.log(np.full(4, 0.25)), "log_scale": np.array([0.2, -0.1])})
+        with torch.no_grad():
+            m.expert_w.normal_(0, 0.2)
+            m.gate[-1].weight.normal_(0, 0.2)
+    return m
 
 
 def _history(b, n, d=2, seed=0):

@@ -153,5 +153,7 @@ def load_student(path: str | Path, prior=None, bounds=None, override: bool = Fal
     if missing or unexpected:
         raise ValueError(f"{folder / WEIGHTS}: weights do not match the architecture (missing {missing}, "
                          f"unexpected {unexpected})")
+    if model.conj is not None:  # the layer returns sds in the units the (possibly overridden) scaling implies
+        model.conj.log_scale.copy_(torch.log(torch.as_tensor(scaling.y_scale, dtype=torch.float64)))
     model.eval()
     return Student(model, spec, scaling, dict(meta.get("teacher_config") or {}), meta, folder)

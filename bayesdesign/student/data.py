@@ -33,7 +33,9 @@ class TraceArrays:
 
     ``u`` (T, N, d), ``a`` (T, N), ``y`` (T, N) standardized, ``n_obs`` (S,), ``uq`` (T, S, Q, d),
     ``pi_raw``, ``pi_query`` (T, S, Q), ``log_sd_mean``, ``log_sd_sd`` (T, S, 2, Q),
-    ``class_prob`` (T, S, K), ``task_class`` (T,); ``attrs`` the file's attributes.
+    ``class_prob`` (T, S, K), ``task_class`` (T,); ``attrs`` the file's attributes;
+    ``true_log_sd`` (T, S, 2, Q) the task's true log sigma_a at the queries (``None``
+    in files without it).
     """
 
     u: np.ndarray
@@ -48,6 +50,7 @@ class TraceArrays:
     class_prob: np.ndarray
     task_class: np.ndarray
     attrs: dict
+    true_log_sd: np.ndarray | None = None
 
     @property
     def n_tasks(self) -> int:
@@ -89,6 +92,7 @@ def load_traces(path: str | Path, scaling: InputScaling | None = None) -> tuple[
         class_prob=ds.class_prob.values.astype(f32),
         task_class=ds.task_class.values.astype(np.int64),
         attrs=dict(ds.attrs),
+        true_log_sd=ds.true_log_sd.values.astype(f32) if "true_log_sd" in ds else None,
     )
     return arrays, scaling
 
@@ -143,6 +147,8 @@ class TraceDataset(Dataset):
             "task_class": np.int64(f.task_class[t]),
             "n": np.int64(n),
         }
+        if f.true_log_sd is not None:
+            item["true_log_sd"] = f.true_log_sd[t, s]
         return {k: torch.as_tensor(v) for k, v in item.items()}
 
     def batch(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:

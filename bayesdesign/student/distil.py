@@ -23,7 +23,10 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from ..io import atomic_path, write_text
+from ..spec import PriorSpec
+from ..teachers.conjugate import prior_from_spec
 from .checkpoint import save_student
+from .conjugate import layer_prior
 from .data import StepBatchSampler, TraceArrays, TraceDataset, load_traces, split_tasks
 from .losses import DEFAULT_WEIGHTS, distil_losses
 from .model import StudentConfig, StudentModel
@@ -178,6 +181,8 @@ def distil(
     architecture: dict | None = None,
     loss_weights: dict | None = None,
     max_seconds: float | None = None,
+    dagger_rounds: int = 0,
+    dagger_tasks: int = 256,
 ) -> DistilResult:
     """Train a student on teacher traces and save it to ``out_dir`` (see
     :mod:`bayesdesign.student.checkpoint` for the format).
@@ -204,6 +209,12 @@ def distil(
     loss_weights : overrides of :data:`~bayesdesign.student.losses.DEFAULT_WEIGHTS`
         (``pi``, ``log_sd``, ``gate_soft``, ``gate_hard``).
     max_seconds : stop (and save) after this much wall-clock time.
+    dagger_rounds, dagger_tasks : DAgger. At ``dagger_rounds`` evenly spaced points of the run
+        the current student is rolled out as the design on ``dagger_tasks`` fresh prior tasks
+        (horizon, queries and refit points of the first traces file), the teacher of the traces
+        labels the histories the student created (:func:`~bayesdesign.traces.generate_traces`
+        with ``design=``), and the new traces (``out_dir/dagger-R.nc``, kept, so a resumed run
+        reuses them) join the training set; validation stays on the held-out teacher histories.
 
     Returns
     -------
@@ -214,12 +225,15 @@ def distil(
         raise ValueError("traces: expected at least one traces file")
     if steps < 1 or batch_size < 1:
         raise ValueError(f"steps, batch_size: expected positive integers, got {steps}, {batch_size}")
+    if dagger_rounds < 0 or dagger_tasks < 1:
+        raise ValueError(f"dagger_rounds, dagger_tasks: expected >= 0 and >= 1, got {dagger_rounds}, {dagger_tasks}")
     out = Path(out_dir)
     args = {
         "traces": [str(p) for p in paths], "steps": steps, "batch_size": batch_size, "lr": lr,
         "weight_decay": weight_decay, "warmup": warmup, "seed": seed, "val_fraction": val_fraction,
         "val_every": val_every, "val_examples": val_examples, "architecture": dict(architecture or {}),
         "loss_weights": dict(loss_weights or {}),
+        **({"dagger_rounds": dagger_rounds, "dagger_tasks": dagger_tasks} if dagger_rounds else {}),
     }
     weights = {**DEFAULT_WEIGHTS, **(loss_weights or {})}
     unknown = set(weights) - set(DEFAULT_WEIGHTS)
@@ -230,16 +244,33 @@ def distil(
     first, scaling = load_traces(paths[0])
     files = [first] + [load_traces(p, scaling)[0] for p in paths[1:]]
     _check_compatible(files, paths)
+    lacking = [str(p) for p, f in zip(paths, files, strict=True) if f.true_log_sd is None]
+    if lacking and weights["log_sd_true"] > 0:
+        raise ValueError(
+            f"{lacking[0]}: no true_log_sd (traces from an older version?); the loss term log_sd_true needs it. "
+            "Regenerate the traces, or pass loss_weights={'log_sd_true': 0, 'log_sd': 1} to imitate the "
+            "teacher's log-sd posterior instead"
+        )
     splits = [split_tasks(f.n_tasks, val_fraction, seed) for f in files]
     train_ds = TraceDataset(files, [s[0] for s in splits])
     val_ds = TraceDataset(files, [s[1] for s in splits])
     val_batches = _validation_batches(val_ds, batch_size, val_examples, seed) if len(val_ds) else []
     teacher_config = json.loads(first.attrs.get("teacher_config", "{}"))
 
-    cfg = StudentConfig(**{"d": first.u.shape[-1], "n_classes": first.n_classes, **(architecture or {})})
+    spec = PriorSpec.from_dict(json.loads(first.attrs["prior"]), source=str(paths[0]))
+    n_terms = prior_from_spec(spec).n_terms if spec.model is None else 0
+    cfg = StudentConfig(
+        **{"d": first.u.shape[-1], "n_classes": first.n_classes, "n_terms": n_terms, **(architecture or {})}
+    )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = StudentModel(cfg)
+    if model.conj is not None:
+        if cfg.n_terms != n_terms:
+            raise ValueError(
+                f"architecture n_terms: expected 0 or the prior's {n_terms} series terms, got {cfg.n_terms}"
+            )
+        model.conj.set_prior(layer_prior(spec), teacher_config)
     model.to(dev).train()
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "expert_w" not in n]
     no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "expert_w" not in n)]
@@ -250,6 +281,21 @@ def distil(
     )
     gen = torch.Generator().manual_seed(seed)
     sampler = StepBatchSampler(train_ds, batch_size, gen)
+    rounds = {steps * r // (dagger_rounds + 1): r for r in range(1, dagger_rounds + 1)}
+    train_files, train_tasks = list(files), [s[0] for s in splits]
+
+    def aggregate(r: int) -> tuple[TraceDataset, StepBatchSampler]:
+        """Add the DAgger traces of round ``r`` (generated now unless a previous run left them)."""
+        path = out / f"dagger-{r}.nc"
+        if not path.is_file():
+            checkpoint(done_steps[0], metrics)
+            _dagger_traces(out, path, first, spec, teacher_config, dagger_tasks, seed + 7919 * r, progress)
+        extra = load_traces(path, scaling)[0]
+        _check_compatible([first, extra], [paths[0], path])
+        train_files.append(extra)
+        train_tasks.append(np.arange(extra.n_tasks))
+        ds = TraceDataset(train_files, train_tasks)
+        return ds, StepBatchSampler(ds, batch_size, gen)
 
     start, history = 0, []
     if resume and (out / STATE_JSON).is_file():
@@ -282,14 +328,21 @@ def distil(
         save_student(out, model, {**meta, "metrics": {"step": step, **metrics}, "history": history})
         _save_train_state(out, opt, gen, {"step": step, "args": args, "history": history})
 
+    done_steps = [start]
     started = time.time()
     if start == 0 and val_batches:  # the untrained model, the reference for the validation curve
         history = [{"step": 0, "train_loss": None, **{f"val_{k}": v for k, v in evaluate(
             model, val_ds, val_batches, teacher_config, dev, weights).items()}}]
     metrics: dict = history[-1] if history else {}
+    for b, r in sorted(rounds.items()):
+        if b <= start:  # resumed at or past this round
+            train_ds, sampler = aggregate(r)
     running = None
     bar = tqdm(total=steps, initial=start, desc="distil", unit="step", disable=not progress)
     for step in range(start, steps):
+        done_steps[0] = step
+        if step in rounds and step > start:
+            train_ds, sampler = aggregate(rounds[step])
         for g in opt.param_groups:
             g["lr"] = lr * _lr_factor(step, steps, warmup)
         batch = _to(train_ds.batch(sampler.next()), dev)
@@ -319,3 +372,29 @@ def distil(
             break
     bar.close()
     return DistilResult(out, metrics, history)
+
+
+def _dagger_traces(out: Path, path: Path, first: TraceArrays, spec, teacher_config: dict, tasks: int, seed: int,
+                   progress: bool) -> Path:
+    """Roll out the student saved in ``out`` as the design; the traces' teacher labels (DAgger)."""
+    from ..design.policy import ClipSchedule
+    from ..teachers.base import TeacherConfig
+    from ..traces import generate_traces
+    from .policy import load_policy
+
+    tc = dict(teacher_config)
+    if "clip" in tc:
+        tc["clip"] = ClipSchedule(**tc["clip"])
+    return generate_traces(
+        spec,
+        first.attrs["teacher"],
+        tasks=tasks,
+        horizon=int(first.attrs.get("horizon", first.u.shape[1])),
+        queries=int(first.attrs.get("queries", first.uq.shape[2])),
+        refit_every=int(first.attrs.get("refit_every", first.n_obs[1] if first.n_steps > 1 else first.u.shape[1])),
+        out=path,
+        seed=seed,
+        progress=progress,
+        teacher_config=TeacherConfig(**tc),
+        design=load_policy(out),
+    )

@@ -27,6 +27,16 @@ Architecture (DESIGN.md section 6: the variant that did best per second of CPU t
   :math:`\pi = \bar s_1 / (\bar s_1 + \bar s_0)` (computed as a logit with ``logsumexp``), and the
   :math:`\log\sigma_a` posterior is the moment-matched mixture of the experts' Gaussians.
 
+* **Conjugate layer** (:mod:`bayesdesign.student.conjugate`, for priors with series; ``n_terms > 0``):
+  from per-arm sufficient statistics pooled over the history (sums of per-unit terms, cached like
+  the rest) it solves the conjugate teacher's working-model regressions per class and gives per
+  query, class and arm :math:`\log \bar s_{a,k}(x)` and the mean and sd of :math:`\log\sigma_a(x)`,
+  and per class the log evidence. These enter the query tokens and the gate as features, and the
+  experts' outputs and the gate's logits are *corrections* added to them, initialized at zero: an
+  untrained student decides as the conjugate teacher of its prior, and training learns what the
+  working model misses for the teacher at hand (and the evidence weight ``var_evidence``, starting
+  at the teacher's 0.25). ``n_terms = 0`` gives the plain network.
+
 Because history tokens never see each other, their embeddings, the keys and values of every layer
 and the gate's running sum can be cached and extended by one token per decision
 (:class:`Context`): a decision then costs the query side only.
@@ -41,6 +51,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
+
+from .conjugate import ConjugateFit, ConjugateLayer
 
 __all__ = ["StudentConfig", "StudentModel", "Context"]
 
@@ -60,6 +72,7 @@ class StudentConfig:
     token_hidden: int = 64
     gate_dim: int = 64
     expert_hidden: int = 32
+    n_terms: int = 0
 
     def __post_init__(self):
         if self.d_model % self.n_heads:
@@ -67,6 +80,8 @@ class StudentConfig:
         for k in ("d", "n_classes", "d_model", "n_heads", "n_layers", "token_hidden", "gate_dim", "expert_hidden"):
             if getattr(self, k) < 1:
                 raise ValueError(f"{k}: expected a positive integer, got {getattr(self, k)}")
+        if self.n_terms < 0:
+            raise ValueError(f"n_terms: expected 0 (no conjugate layer) or a positive integer, got {self.n_terms}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -78,15 +93,32 @@ class StudentConfig:
 
 class Context(NamedTuple):
     """Encoded history: per layer keys and values ``(B, 1 + N, D)`` (the null token first), the
-    gate's per-token features summed over real units ``(B, G)``, the history size ``n`` (B,) and
+    gate's per-token features summed over real units ``(B, G)``, the history size ``n`` (B,),
     the mask ``(B, 1 + N)`` (True = null token or real unit, False = padding; ``None`` = no
-    padding)."""
+    padding), the conjugate layer's sums ``(B, S)`` float64 (``None`` without the layer) and,
+    optionally, the :class:`HistorySummary` (cached by the policy between decisions)."""
 
     keys: list[Tensor]
     values: list[Tensor]
     gate_sum: Tensor
     n: Tensor
     mask: Tensor | None
+    stats: Tensor | None = None
+    summary: HistorySummary | None = None
+
+
+class HistorySummary(NamedTuple):
+    """Everything a decision needs that depends on the history only (:meth:`StudentModel.summarize`;
+    cached by the policy between decisions): the pooled moments ``mean`` (B, G), ``nfeat`` (B, 1),
+    the conjugate layer's fit (or ``None``), the gate's ``class_logits`` and ``log_p`` (B, K) and the
+    ``summary`` token (B, 1, D) added to every query."""
+
+    mean: Tensor
+    nfeat: Tensor
+    fit: ConjugateFit | None
+    class_logits: Tensor
+    log_p: Tensor
+    summary: Tensor
 
 
 def fourier(u: Tensor, n_freq: int) -> Tensor:
@@ -144,23 +176,31 @@ class StudentModel(nn.Module):
         super().__init__()
         self.cfg = cfg
         d, nf = cfg.d_model, cfg.d * (1 + cfg.n_freq)
+        k, e = cfg.n_classes, cfg.expert_hidden
+        self.conj = ConjugateLayer(cfg.d, cfg.n_terms, k) if cfg.n_terms else None
+        n_base = 6 * k if self.conj is not None else 0  # per class and arm: log sbar, mean and log sd of log sigma
         self.token = _mlp([nf + 6, cfg.token_hidden, cfg.token_hidden, d])
         self.token_norm = nn.LayerNorm(d)
         self.null = nn.Parameter(0.02 * torch.randn(d))
-        self.query = _mlp([nf + 1 + 8, cfg.token_hidden, d])
+        self.query = _mlp([nf + 1 + 8 + n_base, cfg.token_hidden, d])
         self.query_flag = nn.Parameter(0.02 * torch.randn(d))
         self.layers = nn.ModuleList(_CrossLayer(cfg) for _ in range(cfg.n_layers))
         self.gate_token = nn.Linear(d, cfg.gate_dim)
         self.pool_dim = cfg.gate_dim + 6 * (1 + cfg.d * cfg.n_freq)
         self._p = 1 + cfg.d * cfg.n_freq
-        gate_in = self.pool_dim + 1 + 2 * self._p
+        gate_in = self.pool_dim + 1 + 2 * self._p + (k if self.conj is not None else 0)
         self.gate = _mlp([gate_in, cfg.gate_dim, cfg.n_classes])
         self.summary = nn.Linear(gate_in, d)
         self.out_norm = nn.LayerNorm(d)
-        k, e = cfg.n_classes, cfg.expert_hidden
         self.expert_in = nn.Linear(d, k * e)
         self.expert_w = nn.Parameter(torch.randn(k, e, 6) / math.sqrt(e))
         self.expert_b = nn.Parameter(torch.zeros(k, 6))
+        if self.conj is not None:
+            # corrections to the conjugate layer start at zero: the untrained student is the teacher's working model
+            self.var_evidence = nn.Parameter(torch.tensor(0.25))
+            nn.init.zeros_(self.expert_w)
+            nn.init.zeros_(self.gate[-1].weight)
+            nn.init.zeros_(self.gate[-1].bias)
 
     # ------------------------------------------------------------------ history side
 
@@ -207,17 +247,40 @@ class StudentModel(nn.Module):
         nk, nv = self.null_kv()
         keys = [torch.cat([k0.expand(b, 1, -1), k], 1) for k0, k in zip(nk, keys, strict=True)]
         values = [torch.cat([v0.expand(b, 1, -1), v], 1) for v0, v in zip(nv, values, strict=True)]
+        stats = self.conj.unit_stats(u, a, y) if self.conj is not None else None
         if mask is None:
             n = torch.full(u.shape[:1], u.shape[1], dtype=u.dtype, device=u.device)
             gate_sum = g.sum(1)
+            stats = stats.sum(1) if stats is not None else None
         else:
             m = mask.to(u.dtype)
             n = m.sum(1)
             gate_sum = (g * m[..., None]).sum(1)
+            stats = (stats * m.double()[..., None]).sum(1) if stats is not None else None
             mask = torch.cat([torch.ones_like(mask[:, :1]), mask], 1)
-        return Context(keys, values, gate_sum, n, mask)
+        return Context(keys, values, gate_sum, n, mask, stats)
 
     # ------------------------------------------------------------------ query side
+
+    def summarize(self, ctx: Context) -> HistorySummary:
+        """The history side of a decision (the gate, the pooled summary, the conjugate fit)."""
+        nfeat = (torch.log1p(ctx.n) / _N_SCALE)[:, None]  # (B, 1)
+        mean = ctx.gate_sum / ctx.n.clamp(min=1.0)[:, None]
+        p = self._p  # the y-moments of arm k sit at [k 3P + P, k 3P + 2P)
+        ym = torch.cat([mean[:, p : 2 * p], mean[:, 4 * p : 5 * p]], -1)
+        chi = torch.log1p(ctx.n[:, None] * ym**2)  # signal-to-noise of each series coefficient
+        fit = None
+        if self.conj is not None:
+            fit = self.conj.fit(ctx.stats)
+            lam = self.var_evidence.clamp(min=0.0).double()
+            base_logp = F.log_softmax(self.conj.log_w + fit.ev_mean + lam * fit.ev_var, -1).to(mean.dtype)
+            gate_in = torch.cat([mean, nfeat, chi, base_logp.clamp(min=-30.0) / 10.0], -1)
+            class_logits = base_logp + self.gate(gate_in)
+        else:
+            gate_in = torch.cat([mean, nfeat, chi], -1)
+            class_logits = self.gate(gate_in)
+        log_p = F.log_softmax(class_logits, -1)  # (B, K)
+        return HistorySummary(mean, nfeat, fit, class_logits, log_p, self.summary(gate_in)[:, None, :])
 
     def decide(self, ctx: Context, uq: Tensor) -> dict[str, Tensor]:
         """All outputs at queries ``uq`` (B, Q, d) given an encoded history.
@@ -226,18 +289,16 @@ class StudentModel(nn.Module):
         ``log_sd_sd`` (B, 2, Q), ``class_logits`` and ``class_prob`` (B, K).
         """
         b = uq.shape[0]
-        nfeat = (torch.log1p(ctx.n) / _N_SCALE)[:, None]  # (B, 1)
-        mean = ctx.gate_sum / ctx.n.clamp(min=1.0)[:, None]
-        p = self._p  # the y-moments of arm k sit at [k 3P + P, k 3P + 2P)
-        ym = torch.cat([mean[:, p : 2 * p], mean[:, 4 * p : 5 * p]], -1)
-        chi = torch.log1p(ctx.n[:, None] * ym**2)  # signal-to-noise of each series coefficient
-        gate_in = torch.cat([mean, nfeat, chi], -1)
-        class_logits = self.gate(gate_in)
-        summary = self.summary(gate_in)[:, None, :]  # the pooled history, given to every query
-        log_p = F.log_softmax(class_logits, -1)  # (B, K)
-        q_in = torch.cat(
-            [fourier(uq, self.cfg.n_freq), nfeat[:, None, :].expand(b, uq.shape[1], 1), self._local(mean, uq)], -1
-        )
+        hs = ctx.summary if ctx.summary is not None else self.summarize(ctx)
+        class_logits, log_p = hs.class_logits, hs.log_p
+        parts = [fourier(uq, self.cfg.n_freq), hs.nfeat[:, None, :].expand(b, uq.shape[1], 1), self._local(hs.mean, uq)]
+        if self.conj is not None:
+            base = self.conj.predict(hs.fit, uq)
+            base_q = [base["log_sbar"], base["ls_mean"], 0.5 * torch.log(base["ls_var"] + 1e-8)]
+            base_q = [v.to(uq.dtype) for v in base_q]
+            parts.append(torch.cat(base_q, -1).flatten(-2))
+        summary = hs.summary
+        q_in = torch.cat(parts, -1)
         qtok = self.query(q_in) + self.query_flag + summary
         bias = None
         if ctx.mask is not None:
@@ -249,6 +310,10 @@ class StudentModel(nn.Module):
         h = h.view(*h.shape[:2], self.cfg.n_classes, self.cfg.expert_hidden)
         out = torch.einsum("bqke,keo->bqko", h, self.expert_w) + self.expert_b  # (B, Q, K, 6)
         log_s, ls_m, ls_logsd = out[..., 0:2], out[..., 2:4], out[..., 4:6]
+        if self.conj is not None:
+            log_s = log_s + base_q[0]
+            ls_m = ls_m + base_q[1]
+            ls_logsd = ls_logsd + base_q[2]
         lp = log_p[:, None, :, None]  # (B, 1, K, 1)
         log_sbar = torch.logsumexp(lp + log_s, dim=2)  # (B, Q, 2)
         logit = log_sbar[..., 1] - log_sbar[..., 0]

@@ -50,11 +50,15 @@ class _KVCache:
 
 
 class StudentState(NamedTuple):
-    """``t`` units seen (the history length), the shared cache and the gate's running sum (B, G)."""
+    """``t`` units seen (the history length), the shared cache, the gate's running sum (B, G) and
+    the conjugate layer's running sums (B, S) (``None`` without the layer) and the history side of
+    the next decision (:class:`~bayesdesign.student.model.HistorySummary`, ``None`` before any unit)."""
 
     t: int
     cache: _KVCache
     gate_sum: torch.Tensor
+    stats: torch.Tensor | None = None
+    summary: object = None
 
 
 class StudentPolicy(SequentialPolicy):
@@ -64,11 +68,16 @@ class StudentPolicy(SequentialPolicy):
     ----------
     student : the loaded student (see :func:`load_policy` to load from a folder).
     device : torch device for the computation (default CPU: decisions are tiny).
+    num_threads : if not ``None``, set torch's intra-op threads for the process
+        (``torch.set_num_threads``). Default 1: the student's operations are too small to gain
+        from more, and on shared cores extra threads made the student design about 4x slower.
     """
 
     name = "student"
 
-    def __init__(self, student: Student, device: str | torch.device = "cpu"):
+    def __init__(self, student: Student, device: str | torch.device = "cpu", num_threads: int | None = 1):
+        if num_threads is not None:
+            torch.set_num_threads(num_threads)
         tc = student.teacher_config
         clip = ClipSchedule(**tc["clip"]) if "clip" in tc else ClipSchedule()
         sc = student.scaling
@@ -85,7 +94,9 @@ class StudentPolicy(SequentialPolicy):
         kv = torch.zeros((2 * cfg.n_layers, batch, 64, cfg.d_model), device=self.device)
         nk, nv = self.model.null_kv()
         kv[:, :, 0] = torch.stack([*nk, *nv])[:, None, :]  # the null token, always in the context
-        return StudentState(0, _KVCache(kv, 1), torch.zeros((batch, self.model.pool_dim), device=self.device))
+        conj = self.model.conj
+        stats = None if conj is None else torch.zeros((batch, conj.n_stats), dtype=torch.float64, device=self.device)
+        return StudentState(0, _KVCache(kv, 1), torch.zeros((batch, self.model.pool_dim), device=self.device), stats)
 
     def _tensor(self, v: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(v, dtype=torch.float32, device=self.device)
@@ -98,14 +109,21 @@ class StudentPolicy(SequentialPolicy):
         u, ys, af = self._tensor(sc.to_unit(x)), self._tensor(sc.standardize(y, a)), self._tensor(a)
         keys, values, g = self.model.project(u, af, ys)
         cache = state.cache.append(state.t + 1, torch.stack([*keys, *values]))
-        return StudentState(state.t + u.shape[1], cache, state.gate_sum + g.sum(1))
+        stats = state.stats
+        if stats is not None:
+            stats = stats + self.model.conj.unit_stats(u, af, ys).sum(1)
+        t, gate_sum = state.t + u.shape[1], state.gate_sum + g.sum(1)
+        n = torch.full((u.shape[0],), float(t), device=self.device)
+        summary = self.model.summarize(Context([], [], gate_sum, n, None, stats))  # once per update
+        return StudentState(t, cache, gate_sum, stats, summary)
 
     def context(self, state: StudentState) -> Context:
         """The :class:`~bayesdesign.student.model.Context` of ``state`` (views into the cache)."""
         kv = state.cache.kv[:, :, : state.t + 1]
         b = kv.shape[1]
         n = torch.full((b,), float(state.t), device=self.device)
-        return Context(list(kv[: self._layers]), list(kv[self._layers :]), state.gate_sum, n, None)
+        keys, values = list(kv[: self._layers]), list(kv[self._layers :])
+        return Context(keys, values, state.gate_sum, n, None, state.stats, state.summary)
 
     @torch.inference_mode()
     def outputs(self, state: StudentState, x: np.ndarray) -> dict[str, np.ndarray]:

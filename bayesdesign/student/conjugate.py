@@ -1,0 +1,187 @@
+r"""The conjugate feature layer: the teacher's working-model regressions as a differentiable encoder.
+
+Every quantity of the conjugate teacher (:mod:`bayesdesign.teachers.conjugate`) is a function of
+per-arm sums over the history,
+
+.. math::
+    S_a = \sum_{i: a_i = a} \big(\phi(u_i)\phi(u_i)^\top,\ \phi(u_i) y_i,\ \phi(u_i) y_i^2,\ y_i^3,\ y_i^4\big),
+
+which, like the student's other pooled features, are sums of per-unit terms: cached and extended
+by one unit per decision. From :math:`S_a` this layer solves, in float64 and in the student's
+coordinates (outcomes standardized with the prior's location and scale, so the prior's offset is
+0 and :math:`v_0 = 1`), the same two Bayesian series regressions per arm and smoothness class as
+the teacher (whitened, shrunk plug-in noise variance, Gauss–Hermite expectations with the floor
+applied inside), and returns per class :math:`k` and arm :math:`a`
+
+* :math:`\log \bar s_{a,k}(x)`, :math:`\bar s_{a,k} = E[\sigma_a(x) \mid H, k]` (in outcome units),
+* the mean and variance of :math:`\log\sigma_a(x)` under the class-:math:`k` working posterior,
+* the log marginal likelihoods of the mean and second-moment regressions, summed over arms
+  (the evidence the class posterior :math:`P(k \mid H)` is built from).
+
+The student adds learned corrections to these (zero at initialization, so an untrained student
+already decides as the conjugate teacher of its prior) and learns, from the teacher's traces,
+what the working model misses. For a teacher whose posterior is exact under another likelihood
+(NUTS on a Student-t or Bernoulli prior) the layer is a strong, cheap summary and the corrections
+carry the difference. The layer has no trainable parameters; nothing flows back through it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+__all__ = ["ConjugateLayer", "ConjugateFit", "layer_prior"]
+
+_GH_X, _GH_W = np.polynomial.hermite_e.hermegauss(20)
+_GH_W = _GH_W / _GH_W.sum()
+
+
+class ConjugateFit(NamedTuple):
+    """The history side of the layer: posterior means ``coef`` (B, 2, 2, K, F) of the series
+    coefficients (arm, regression: mean / second moment, class), the Cholesky factors ``chol``
+    (B, 2, 2, K, F, F) of the whitened posterior precisions, the arms' running means ``c`` (B, 2)
+    and the log evidences ``ev_mean``, ``ev_var`` (B, K) summed over arms."""
+
+    coef: Tensor
+    chol: Tensor
+    c: Tensor
+    ev_mean: Tensor
+    ev_var: Tensor
+
+
+def layer_prior(spec) -> dict[str, np.ndarray]:
+    """The prior arrays of :class:`ConjugateLayer` for a series prior, in the student's coordinates:
+    coefficient prior sds ``s_mean``, ``s_var`` (2, K, F) divided by the arm's outcome scale
+    :math:`\\sqrt{v_0}` (resp. :math:`v_0`), class log weights ``log_w`` (K,) and ``log_scale``
+    (2,), :math:`\\log\\sqrt{v_0}` per arm (to return sds in outcome units)."""
+    from ..teachers.conjugate import prior_from_spec
+
+    p = prior_from_spec(spec)
+    sd = np.sqrt(p.v0)
+    return {
+        "s_mean": p.s_mean / sd[:, None, None],
+        "s_var": p.s_var / p.v0[:, None, None],
+        "log_w": np.asarray(p.log_w, float),
+        "log_scale": np.log(sd),
+    }
+
+
+def cosine_basis(u: Tensor, n_terms: int) -> Tensor:
+    r"""``(..., d)`` -> ``(..., 1 + d J)``: :math:`[1, \sqrt 2 \cos(\pi j u_c)]`, the teacher's basis."""
+    j = torch.arange(1, n_terms + 1, dtype=u.dtype, device=u.device)
+    terms = math.sqrt(2.0) * torch.cos(math.pi * u[..., None] * j)
+    return torch.cat([torch.ones_like(u[..., :1]), terms.flatten(-2)], -1)
+
+
+class ConjugateLayer(nn.Module):
+    """Per-class working-model posteriors from the pooled sums (see the module docstring).
+
+    Buffers (saved with the weights): ``s_mean``, ``s_var`` (2, K, F), ``log_w`` (K,),
+    ``log_scale`` (2,), and the teacher configuration's ``floor`` and ``prior_obs`` (scalars).
+    """
+
+    def __init__(self, d: int, n_terms: int, n_classes: int):
+        super().__init__()
+        self.d, self.n_terms, self.f = d, n_terms, 1 + d * n_terms
+        f, k = self.f, n_classes
+        self.register_buffer("floor", torch.tensor(0.05, dtype=torch.float64))
+        self.register_buffer("prior_obs", torch.tensor(5.0, dtype=torch.float64))
+        self.register_buffer("s_mean", torch.zeros(2, k, f, dtype=torch.float64))
+        self.register_buffer("s_var", torch.zeros(2, k, f, dtype=torch.float64))
+        self.register_buffer("log_w", torch.zeros(k, dtype=torch.float64))
+        self.register_buffer("log_scale", torch.zeros(2, dtype=torch.float64))
+        self.register_buffer("gh_x", torch.as_tensor(_GH_X, dtype=torch.float64), persistent=False)
+        self.register_buffer("gh_w", torch.as_tensor(_GH_W, dtype=torch.float64), persistent=False)
+        self.n_stats = 2 * (f * f + 2 * f + 2)
+
+    def set_prior(self, arrays: dict[str, np.ndarray], teacher_config: dict | None = None) -> None:
+        """Load the arrays of :func:`layer_prior` and the teacher's ``floor`` and ``prior_obs``."""
+        tc = teacher_config or {}
+        self.floor.fill_(float(tc.get("floor", 0.05)))
+        self.prior_obs.fill_(float(tc.get("prior_obs", 5.0)))
+        for name in ("s_mean", "s_var", "log_w", "log_scale"):
+            buf = getattr(self, name)
+            val = torch.as_tensor(np.asarray(arrays[name]), dtype=torch.float64)
+            if val.shape != buf.shape:
+                raise ValueError(f"{name}: expected shape {tuple(buf.shape)}, got {tuple(val.shape)}")
+            buf.copy_(val)
+
+    def unit_stats(self, u: Tensor, a: Tensor, y: Tensor) -> Tensor:
+        """Per-unit terms ``(B, N, n_stats)`` (float64) whose sum over units is :math:`(S_0, S_1)`."""
+        u, y = u.double(), y.double()
+        phi = cosine_basis(u, self.n_terms)  # (B, N, F)
+        outer = (phi[..., :, None] * phi[..., None, :]).flatten(-2)
+        per = torch.cat([outer, phi * y[..., None], phi * (y * y)[..., None], (y**3)[..., None], (y**4)[..., None]], -1)
+        arm = a.double()
+        return torch.cat([per * (1 - arm)[..., None], per * arm[..., None]], -1)
+
+    @torch.no_grad()
+    def fit(self, sums: Tensor) -> ConjugateFit:
+        """The history side (a function of the sums only; cacheable between decisions)."""
+        f = self.f
+        b = sums.shape[0]
+        st = sums.double().view(b, 2, -1)
+        gram = st[..., : f * f].view(b, 2, f, f)
+        b1 = st[..., f * f : f * f + f]
+        b2 = st[..., f * f + f : f * f + 2 * f]
+        m3, m4 = st[..., -2], st[..., -1]
+        n, col0, m1, m2 = gram[..., 0, 0], gram[..., 0], b1[..., 0], b2[..., 0]
+        c = torch.where(n > 0, m1 / n.clamp(min=1.0), torch.zeros_like(n))
+        syy = (m2 - 2 * c * m1 + c**2 * n).clamp(min=0.0)
+        v_hat = (syy + self.prior_obs) / (n + self.prior_obs)
+        g_r = b2 - 2 * c[..., None] * b1 + (c**2)[..., None] * col0 - col0
+        sum_r2 = m4 - 4 * c * m3 + 6 * c**2 * m2 - 4 * c**3 * m1 + c**4 * n
+        ee_r = sum_r2.clamp(min=0.0) - 2 * syy + n
+        # both regressions at once: (B, 2 arms, 2 regressions)
+        g = torch.stack([b1, g_r], 2)
+        ee = torch.stack([m2, ee_r], 2)
+        v = torch.stack([v_hat, 2 * v_hat**2], 2)
+        s = torch.stack([self.s_mean, self.s_var], 1)  # (2 arms, 2 regs, K, F)
+        sg = s[None] / v[..., None, None]  # (B, 2, 2, K, F) = s / v
+        eye = torch.eye(f, dtype=torch.float64, device=sums.device)
+        prec = eye + sg[..., :, None] * gram[:, :, None, None] * s[None, ..., None, :]
+        chol = torch.linalg.cholesky(prec)
+        h = sg * g[:, :, :, None, :]
+        zbar = torch.cholesky_solve(h[..., None], chol)[..., 0]
+        logdet = 2 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)
+        logev = -0.5 * (n[:, :, None, None] * torch.log(2 * math.pi * v[..., None]) + logdet
+                        + ee[..., None] / v[..., None] - (h * zbar).sum(-1))  # (B, 2, 2, K)
+        coef = s[None] * zbar  # theta = s z, the unwhitened coefficients
+        return ConjugateFit(coef, chol, c, logev[:, :, 0].sum(1), logev[:, :, 1].sum(1))
+
+    @torch.no_grad()
+    def predict(self, fit: ConjugateFit, uq: Tensor) -> dict[str, Tensor]:
+        """The query side at ``uq`` (B, Q, d): ``log_sbar``, ``ls_mean``, ``ls_var`` (B, Q, K, 2)
+        (log sds in outcome units) and the log evidences ``ev_mean``, ``ev_var`` (B, K) summed
+        over arms."""
+        phi = cosine_basis(uq.double(), self.n_terms)  # (B, Q, F)
+        mean = torch.einsum("bqf,barkf->barkq", phi, fit.coef)
+        s = torch.stack([self.s_mean, self.s_var], 1)  # (2 arms, 2 regs, K, F)
+        a_q = s[None, :, :, :, :, None] * phi.transpose(1, 2)[:, None, None, None]  # (B, 2, 2, K, F, Q)
+        pvar = torch.linalg.solve_triangular(fit.chol, a_q, upper=False).square().sum(-2)  # (B, 2, 2, K, Q)
+        mu, r = mean[:, :, 0], mean[:, :, 1] + 1.0  # (B, 2, K, Q)
+        dev = mu - fit.c[:, :, None, None]
+        var = r - dev**2
+        var_var = (pvar[:, :, 1] + 4 * dev**2 * pvar[:, :, 0]).clamp(min=0.0)
+        nodes = (var[..., None] + var_var.sqrt()[..., None] * self.gh_x).clamp(min=self.floor)
+        sd = (nodes.sqrt() * self.gh_w).sum(-1)
+        ls = 0.5 * torch.log(nodes)
+        ls_m = (ls * self.gh_w).sum(-1)
+        ls_v = ((ls**2 * self.gh_w).sum(-1) - ls_m**2).clamp(min=0.0)
+        scale = self.log_scale[None, :, None, None]
+        perm = (0, 3, 2, 1)  # (B, arm, K, Q) -> (B, Q, K, arm)
+        return {
+            "log_sbar": (torch.log(sd) + scale).permute(perm),
+            "ls_mean": (ls_m + scale).permute(perm),
+            "ls_var": ls_v.permute(perm),
+            "ev_mean": fit.ev_mean,
+            "ev_var": fit.ev_var,
+        }
+
+    def forward(self, sums: Tensor, uq: Tensor) -> dict[str, Tensor]:
+        """:meth:`fit` then :meth:`predict`."""
+        return self.predict(self.fit(sums), uq)
