@@ -78,6 +78,8 @@ class ClipSchedule:
 
     def eps(self, t) -> np.ndarray:
         """Clip level for the ``t``-th unit (``t >= 1``)."""
+        if isinstance(t, int | float):  # one unit: plain floats (a decision's hot path)
+            return min(max(self.eps_min, self.scale * max(float(t), 1.0) ** (-self.power)), 0.5)
         t = np.maximum(np.asarray(t, dtype=float), 1.0)
         return np.clip(np.maximum(self.eps_min, self.scale * t ** (-self.power)), 0.0, 0.5)
 
