@@ -153,7 +153,7 @@ class StudentPolicy(SequentialPolicy):
         n = torch.full((u.shape[0],), float(t), device=self.device)
         summary = self.model.summarize(Context([], [], gate_sum, n, None, stats))  # once per update
         state = StudentState(t, cache, gate_sum, stats, summary)
-        return state._replace(args=_QuerySide.arguments(self.context(state)))
+        return state._replace(args=_QuerySide.arguments(self.context(state))) if self._trace else state
 
     def context(self, state: StudentState) -> Context:
         """The :class:`~bayesdesign.student.model.Context` of ``state`` (views into the cache)."""
