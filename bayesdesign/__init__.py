@@ -16,12 +16,13 @@ from .design import (  # noqa: E402
 from .estimation import aipw, analyze  # noqa: E402
 
 
-def load_policy(path="pretrained", prior=None, bounds=None, override: bool = False, device: str = "cpu"):
+def load_policy(path="pretrained", prior=None, bounds=None, override: bool = False, device: str = "cpu",
+                backend: str = "auto"):
     """A trained student as a design (:func:`bayesdesign.student.load_policy`): ``'pretrained'`` for
     the shipped one, or a checkpoint folder. Imported lazily, so torch loads only when used."""
     from .student import load_policy as _load
 
-    return _load(path, prior=prior, bounds=bounds, override=override, device=device)
+    return _load(path, prior=prior, bounds=bounds, override=override, device=device, backend=backend)
 
 
 __all__ = [

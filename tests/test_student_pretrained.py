@@ -35,7 +35,7 @@ def test_imitates_the_mixture_teacher_on_fresh_prior_draws(n):
     xq = rng.uniform(size=(b, 8, 1))
     teacher = make_teacher("mixture", spec)
     ref = teacher.decide(teacher.update(teacher.init(b), x, a, y, None), xq)
-    policy = bd.load_policy("pretrained")
+    policy = bd.load_policy("pretrained", backend="torch")
     out = policy.outputs(policy.update(policy.init(b), x, a, y, np.full((b, n), 0.5)), xq)
     assert np.abs(out["pi"] - ref["pi"]).mean() < 0.01
     assert 0.5 * np.abs(out["class_prob"] - ref["class_prob"]).sum(-1).mean() < 0.03
