@@ -62,27 +62,31 @@ def _percentiles(times) -> tuple[float, float]:
     return float(np.percentile(times, 50) * 1e3), float(np.percentile(times, 99) * 1e3)
 
 
-def student_latency(student, n: int, repeats: int) -> dict:
-    """One thread, batch 1: a decision from the cached state, and a decision plus appending the unit."""
+def student_latency(student, n: int, repeats: int, runs: int = 5) -> dict:
+    """One thread, batch 1: the decision from the state, and the decision plus appending the unit
+    (one step of an experiment), over ``runs`` histories of ``n`` units advanced ``repeats // runs``
+    steps each (so the history stays within 20% of ``n`` at ``repeats = n``)."""
     torch.set_num_threads(1)
     policy = StudentPolicy(student)
-    rng = np.random.default_rng(n)
-    x, a, y = _history(policy, n + repeats, rng)
-    state = policy.update(policy.init(1), x[:, :n], a[:, :n], y[:, :n], np.full((1, n), 0.5))
     decide, both = [], []
-    for i in range(n, n + repeats):
-        xi = x[:, i : i + 1]
-        t0 = time.perf_counter()
-        p = policy.propensity_at(state, xi)
-        t1 = time.perf_counter()
-        policy.update(state, xi, a[:, i : i + 1], y[:, i : i + 1], p)
-        t2 = time.perf_counter()
-        decide.append(t1 - t0)
-        both.append(t2 - t0)
+    steps = max(repeats // runs, 1)
+    for run in range(runs):
+        rng = np.random.default_rng([n, run])
+        x, a, y = _history(policy, n + steps, rng)
+        state = policy.update(policy.init(1), x[:, :n], a[:, :n], y[:, :n], np.full((1, n), 0.5))
+        for i in range(n, n + steps):
+            xi = x[:, i : i + 1]
+            t0 = time.perf_counter()
+            p = policy.propensity_at(state, xi)
+            t1 = time.perf_counter()
+            state = policy.update(state, xi, a[:, i : i + 1], y[:, i : i + 1], p)
+            t2 = time.perf_counter()
+            decide.append(t1 - t0)
+            both.append(t2 - t0)
     d50, d99 = _percentiles(decide)
     b50, b99 = _percentiles(both)
-    return {"history": n, "decide_p50_ms": d50, "decide_p99_ms": d99, "decide_append_p50_ms": b50,
-            "decide_append_p99_ms": b99}
+    return {"history": n, "backend": "engine" if policy._uses_engine(1) else "torch", "decide_p50_ms": d50,
+            "decide_p99_ms": d99, "decide_append_p50_ms": b50, "decide_append_p99_ms": b99}
 
 
 def student_throughput(student, n: int, batch: int, queries: int) -> dict:
@@ -140,8 +144,8 @@ def teacher_decision_s(backend: str, prior: str, n: int, repeats: int) -> float:
 
 
 def designs(student_dir: str, horizon: int, reps: int) -> list[dict]:
-    """The student against complete randomization and the oracle on S1-S6 (benchmarks/coverage.py's runner)."""
-    from coverage import run
+    """The student against complete randomization and the oracle on S1-S6 (benchmarks/design_coverage.py's runner)."""
+    from design_coverage import run
 
     name = f"student:{student_dir}"
     table, summaries = run(["S1", "S2", "S3", "S4", "S5", "S6"], horizon, reps, 0, ["uniform", name, "oracle"])
@@ -182,7 +186,7 @@ def main(argv=None):
             "### Student design (`benchmarks/student.py --part designs`)\n\n"
             f"{stamp()} {time.time() - t0:.0f} s. Student `{args.student}`; T = {horizon}, {reps} replications, "
             "seed 0, common random numbers across designs; oracle = 1; coverage of the 95% AIPW interval with "
-            "its Wilson 95% interval. Every design at full size: the coverage section (`benchmarks/coverage.py`)."
+            "its Wilson 95% interval. Every design at full size: the coverage section (`benchmarks/design_coverage.py`)."
             "\n\n"
             + md_table(rows, ["scenario", "design", "mse_ratio", "design_var_ratio", "coverage"])
         )

@@ -18,7 +18,7 @@ into the linear map that follows it, the attention scale :math:`1/\sqrt{d_h}` in
 and the keys and values of all layers come from one product per unit. The conjugate layer keeps
 the posterior covariance :math:`\Sigma = \operatorname{diag}(s) P^{-1} \operatorname{diag}(s)` of
 the series coefficients, so a query's predictive variance is :math:`\phi^\top \Sigma \phi`.
-Everything runs in float64.
+The network runs in float32, as the torch model does; the conjugate layer in float64.
 
 The engine and the torch model check each other (``tests/test_student_engine.py``). Compiled code
 is cached on disk by Numba (``cache=True``): the first use on a machine compiles for about
@@ -40,8 +40,11 @@ from .model import _N_SCALE
 
 __all__ = ["Engine", "EngineState", "Weights", "engine_weights"]
 
-_EPS = 1e-5  # torch.nn.LayerNorm's
-_GELU_C = math.sqrt(2.0 / math.pi)
+# float32 constants: in compiled code a float64 scalar would promote the float32 arrays it touches
+_EPS = np.float32(1e-5)  # torch.nn.LayerNorm's
+_HALF, _ONE = np.float32(0.5), np.float32(1.0)
+_GELU_C = np.float32(math.sqrt(2.0 / math.pi))
+_GELU_C3 = np.float32(0.044715 * math.sqrt(2.0 / math.pi))
 _SQRT2 = math.sqrt(2.0)
 
 
@@ -136,7 +139,7 @@ def engine_weights(model) -> Weights:
         if norm is not None:
             g, beta = sd[f"{norm}.weight"], sd[f"{norm}.bias"]
             w, b = g[:, None] * w, beta @ w + b
-        return np.ascontiguousarray(scale * w), scale * b
+        return np.ascontiguousarray(scale * w, np.float32), (scale * b).astype(np.float32)
 
     def stack(pairs):
         return np.stack([w for w, _ in pairs]), np.stack([b for _, b in pairs])
@@ -144,7 +147,7 @@ def engine_weights(model) -> Weights:
     L, dh = cfg.n_layers, cfg.d_model // cfg.n_heads
     nf = cfg.d * (1 + cfg.n_freq)
     tok0 = lin("token.0")
-    tok0 = (np.concatenate([tok0[0][:nf], tok0[0][nf + np.array([1, 3, 5, 0, 2, 4])]]), tok0[1])
+    tok0 = (np.ascontiguousarray(np.concatenate([tok0[0][:nf], tok0[0][nf + np.array([1, 3, 5, 0, 2, 4])]])), tok0[1])
     kv = [lin(f"layers.{i}.{kind}", "token_norm") for kind in "kv" for i in range(L)]
     layers = range(L)
     lq = stack([lin(f"layers.{i}.q", f"layers.{i}.norm_q", 1.0 / math.sqrt(dh)) for i in layers])
@@ -163,9 +166,10 @@ def engine_weights(model) -> Weights:
         *tok0, *lin("token.2"), *lin("token.4"),
         np.concatenate([w for w, _ in kv], 1), np.concatenate([b for _, b in kv]),
         *lin("gate_token", "token_norm"), *lin("gate.0"), *lin("gate.2"), *lin("summary"),
-        *lin("query.0"), *lin("query.2"), sd["query_flag"],
+        *lin("query.0"), *lin("query.2"), sd["query_flag"].astype(np.float32),
         *lq, *lo, *lf0, *lf1,
-        *lin("expert_in", "out_norm"), np.ascontiguousarray(sd["expert_w"][..., :2]), sd["expert_b"][:, :2].copy(),
+        *lin("expert_in", "out_norm"), np.ascontiguousarray(sd["expert_w"][..., :2], np.float32),
+        sd["expert_b"][:, :2].astype(np.float32),
         np.ascontiguousarray(s), log_w, log_scale, np.asarray(_GH_X, float), np.asarray(_GH_W, float),
         floor, prior_obs, var_evidence, cfg.d, cfg.n_freq, cfg.n_terms, cfg.n_heads, cfg.n_classes,
     )
@@ -192,7 +196,7 @@ def _normalize(x):
 
 @_jit
 def _gelu(x):
-    return 0.5 * x * (1.0 + np.tanh(_GELU_C * (x + 0.044715 * x * x * x)))
+    return _HALF * x * (_ONE + np.tanh(_GELU_C * x + _GELU_C3 * (x * x * x)))
 
 
 @_jit
@@ -249,11 +253,11 @@ def _add_unit(W, u, a, y, kv, g, stats):
     and its conjugate-layer terms to ``stats`` (S,)."""
     d, nf = W.d, W.n_freq
     p = 1 + d * nf
-    phi = np.empty(p)
+    phi = np.empty(p, np.float32)
     _basis(u, nf, 1.0, phi)
     c = 1.0 - a
     arm_pow = np.array([c, c * y, c * y * y, a, a * y, a * y * y])  # [a = k] y^p, control first
-    feats = np.empty(d + d * nf + 6)
+    feats = np.empty(d + d * nf + 6, np.float32)
     feats[:d] = u
     feats[d : d + d * nf] = phi[1:]
     feats[d + d * nf :] = arm_pow
@@ -380,7 +384,7 @@ def _history_side(W, gate_sum, n, stats, refit, mean, log_p, summary, coef, cov,
     mean[:] = gate_sum / max(n, 1.0)
     kk = W.n_classes
     extra = kk if W.n_terms else 0
-    gate_in = np.empty(mean.shape[0] + 1 + 2 * q + extra)
+    gate_in = np.empty(mean.shape[0] + 1 + 2 * q + extra, np.float32)
     gate_in[: mean.shape[0]] = mean
     o = mean.shape[0]
     gate_in[o] = math.log1p(n) / _N_SCALE
@@ -411,7 +415,7 @@ def update(W, keys, values, t, gate_sum, stats, u, a, y, mean, log_p, summary, c
     both if ``refit_all``)."""
     nl, b_size, dm = keys.shape[0], keys.shape[1], keys.shape[2]
     m = y.shape[1]
-    kv = np.empty(2 * nl * dm)
+    kv = np.empty(2 * nl * dm, np.float32)
     refit = np.empty(2, np.bool_)
     for b in range(b_size):
         refit[:] = refit_all
@@ -435,23 +439,31 @@ def _conj_predict(W, coef, cov, cm, u, base):
     f, kk = 1 + W.d * W.n_terms, W.n_classes
     phi = np.empty(f)
     _basis(u, W.n_terms, _SQRT2, phi)
-    mean = np.dot(coef, phi)  # (4K,)
-    pvar = np.empty(coef.shape[0])
-    for r in range(coef.shape[0]):
-        pvar[r] = (np.dot(cov[r], phi) * phi).sum()
+    rows = coef.shape[0]
+    mean, pvar = np.zeros(rows), np.zeros(rows)
+    for r in range(rows):  # the posterior mean and variance of phi' theta, per row
+        for i in range(f):
+            mean[r] += coef[r, i] * phi[i]
+            acc = 0.0
+            for j in range(f):
+                acc += cov[r, i, j] * phi[j]
+            pvar[r] += acc * phi[i]
     for arm in range(2):
         for k in range(kk):
             r0, r1 = (arm * 2) * kk + k, (arm * 2 + 1) * kk + k
             dev = mean[r0] - cm[arm]
             var = mean[r1] + 1.0 - dev * dev
             sd_var = math.sqrt(max(pvar[r1] + 4 * dev * dev * pvar[r0], 0.0))
-            nodes = np.maximum(var + sd_var * W.gh_x, W.floor)
-            ls = 0.5 * np.log(nodes)
-            ls_m = (ls * W.gh_w).sum()
-            ls_v = max((ls * ls * W.gh_w).sum() - ls_m * ls_m, 0.0)
-            base[k, arm] = math.log((np.sqrt(nodes) * W.gh_w).sum()) + W.log_scale[arm]
+            sd = ls_m = ls_2 = 0.0
+            for i in range(W.gh_x.shape[0]):  # Gauss-Hermite over the variance, floored
+                node = max(var + sd_var * W.gh_x[i], W.floor)
+                ls = 0.5 * math.log(node)
+                sd += W.gh_w[i] * math.sqrt(node)
+                ls_m += W.gh_w[i] * ls
+                ls_2 += W.gh_w[i] * ls * ls
+            base[k, arm] = math.log(sd) + W.log_scale[arm]
             base[k, 2 + arm] = ls_m + W.log_scale[arm]
-            base[k, 4 + arm] = 0.5 * math.log(ls_v + 1e-8)
+            base[k, 4 + arm] = 0.5 * math.log(max(ls_2 - ls_m * ls_m, 0.0) + 1e-8)
 
 
 @_jit
@@ -468,7 +480,7 @@ def _query_input(W, mean, u, base):
         for j in range(1, q):
             acc += 2.0 * phi[j] * mean[r * q + j]
         est[r] = acc
-    x = np.empty(d + d * nf + 1 + 8 + base.size)
+    x = np.empty(d + d * nf + 1 + 8 + base.size, np.float32)
     x[:d] = u
     x[d : d + d * nf] = phi[1:]
     o = d + d * nf + 1  # x[o - 1], log(1 + n) / 5, is set by the caller
@@ -508,8 +520,8 @@ def decide(W, keys, values, t, mean, log_p, summary, coef, cov, cm, uq):
                 for h in range(nh):
                     heads[h, h * dh : (h + 1) * dh] = q[h * dh : (h + 1) * dh]
                 _softmax_rows(np.dot(heads, keys[layer, b]), scores, t + 1)  # scores: (H, capacity)
-                mixed = np.dot(scores, values[layer, b]).astype(np.float64)  # (H, D): head h's output in block h
-                att = np.empty(dm)
+                mixed = np.dot(scores, values[layer, b])  # (H, D): head h's output in block h
+                att = np.empty(dm, np.float32)
                 for h in range(nh):
                     att[h * dh : (h + 1) * dh] = mixed[h, h * dh : (h + 1) * dh]
                 x = x + _linear(att, W.lo_w[layer], W.lo_b[layer])
@@ -581,7 +593,7 @@ class Engine:
         cache = _Cache(np.zeros((nl, batch, dm, cap), np.float32), np.zeros((nl, batch, cap, dm), np.float32), 1)
         cache.keys[..., 0] = self.null[:nl, None, :]
         cache.values[:, :, 0] = self.null[nl:, None, :]
-        return EngineState(0, cache, np.zeros((batch, self.pool_dim)), np.zeros((batch, self.n_stats)))
+        return EngineState(0, cache, np.zeros((batch, self.pool_dim), np.float32), np.zeros((batch, self.n_stats)))
 
     def update(self, state: EngineState, u: np.ndarray, a: np.ndarray, y: np.ndarray) -> EngineState:
         cache, t = state.cache, state.t
@@ -593,11 +605,14 @@ class Engine:
             cache = cache.copy(t + 1, cap)
         kk, f = self.cfg.n_classes, self.f
         if state.side is None:
-            side = _Side(np.empty((b, self.pool_dim)), np.empty((b, kk)), np.empty((b, self.cfg.d_model)),
+            side = _Side(np.empty((b, self.pool_dim), np.float32), np.empty((b, kk)),
+                         np.empty((b, self.cfg.d_model), np.float32),
                          np.zeros((b, 4 * kk, f)), np.zeros((b, 4 * kk, f, f)), np.zeros((b, 2)),
                          np.zeros((b, 2, 2, kk)))
-        else:
-            side = _Side(*(v.copy() for v in state.side))
+        else:  # the gate and summary are rewritten; the conjugate fit of an arm without new units is kept
+            old = state.side
+            side = _Side(np.empty_like(old.mean), np.empty_like(old.log_p), np.empty_like(old.summary), old.coef.copy(),
+                         old.cov.copy(), old.cm.copy(), old.ev.copy())
         gate_sum, stats = state.gate_sum.copy(), state.stats.copy()
         update(self.weights, cache.keys, cache.values, t, gate_sum, stats, np.asarray(u, float).reshape(b, m, -1),
                np.asarray(a, float), np.asarray(y, float), *side, state.side is None)

@@ -140,7 +140,6 @@ class StudentPolicy(SequentialPolicy):
     def _tensor(self, v: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(v, dtype=torch.float32, device=self.device)
 
-    @torch.inference_mode()
     def update(self, state, x, a, y, pi):
         """Embed the new units ``x`` (B, m, d), ``a``, ``y`` (B, m) and append them to the cache."""
         sc = self.student.scaling
@@ -148,6 +147,10 @@ class StudentPolicy(SequentialPolicy):
         u, ys = sc.to_unit(x), sc.standardize(y, a)
         if not isinstance(state, StudentState):
             return self.engine.update(state, u, a, ys)
+        with torch.inference_mode():
+            return self._update_torch(state, u, a, ys)
+
+    def _update_torch(self, state: StudentState, u, a, ys) -> StudentState:
         u, ys, af = self._tensor(u), self._tensor(ys), self._tensor(a)
         keys, values, g = self.model.project(u, af, ys)
         cache = state.cache.append(state.t + 1, torch.stack([*keys, *values]))
@@ -179,7 +182,6 @@ class StudentPolicy(SequentialPolicy):
         out = self.model.decide(self.context(state), self._tensor(self.student.scaling.to_unit(x)))
         return {k: v.double().cpu().numpy() for k, v in out.items()}
 
-    @torch.inference_mode()
     def _raw(self, state, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x)
         if state.t < self.burn_in:
@@ -187,7 +189,8 @@ class StudentPolicy(SequentialPolicy):
         u = self.student.scaling.to_unit(x)
         if not isinstance(state, StudentState):
             return self.engine.decide(state, u)
-        return self.model.decide(self.context(state), self._tensor(u))["pi"].double().cpu().numpy()
+        with torch.inference_mode():
+            return self.model.decide(self.context(state), self._tensor(u))["pi"].double().cpu().numpy()
 
 
 def resolve_student_path(rest: str) -> Path:

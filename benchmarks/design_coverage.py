@@ -4,10 +4,10 @@ Designs: the baselines, the conjugate teacher of `beta1` and the mixture teacher
 the shipped student (`student:pretrained`) when `bayesdesign/pretrained/student/config.json`
 exists. Every design is scored by the same AIPW estimator on common random numbers.
 
-    python benchmarks/coverage.py                 # T = 2000, 500 replications per scenario
-    python benchmarks/coverage.py --reps 1000     # DESIGN.md asks for >= 1000 for coverage
-    python benchmarks/coverage.py --quick         # CI: T = 300, 40 replications
-    python benchmarks/coverage.py --jobs 2        # scenarios in parallel processes (one thread each)
+    python benchmarks/design_coverage.py                 # T = 2000, 500 replications per scenario
+    python benchmarks/design_coverage.py --reps 1000     # DESIGN.md asks for >= 1000 for coverage
+    python benchmarks/design_coverage.py --quick         # CI: T = 300, 40 replications
+    python benchmarks/design_coverage.py --jobs 2        # scenarios in parallel processes (one thread each)
 
 Alongside coverage the table gives each design's MSE ratio to the oracle and its design variance
 ratio (the noise-free efficiency figure), from the same runs.
@@ -111,7 +111,7 @@ def main(argv=None):
     cols = ["scenario", "design", "coverage", "wilson 95%", "flag", "mse_ratio", "design_var_ratio"]
     flagged = [f"{r['design']} on {r['scenario']}" for r in rows if r["flag"]]
     body = (
-        "## Interval coverage (`benchmarks/coverage.py`)\n\n"
+        "## Interval coverage (`benchmarks/design_coverage.py`)\n\n"
         f"{stamp()} T = {horizon}, {reps} replications per scenario, seed {args.seed}, designs refitted every "
         f"{args.batch_size} unit(s); "
         f"{time.time() - t0:.0f} s in all. Coverage of the 95% AIPW Wald interval with its Wilson 95% interval; "
