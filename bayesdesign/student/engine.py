@@ -409,11 +409,12 @@ def _history_side(W, gate_sum, n, stats, refit, mean, log_p, summary, coef, cov,
 def update(W, keys, values, t, gate_sum, stats, u, a, y, mean, log_p, summary, coef, cov, cm, ev, refit_all):
     """Append units ``u`` (B, m, d), ``a``, ``y`` (B, m) (student coordinates) to histories of ``t``
     units: keys go into columns ``t + 1 .. t + m`` of ``keys`` (L, B, D, capacity), values into
-    rows of ``values`` (L, B, capacity, D), and ``gate_sum`` (B, G) and ``stats`` (B, S) are
+    rows of ``values`` (L, B, H, capacity, D / H), and ``gate_sum`` (B, G) and ``stats`` (B, S) are
     extended, all in place. The history side is written into ``mean`` ... ``ev``, which hold the
     previous one on entry: the conjugate fit is recomputed for the arms that received units (for
     both if ``refit_all``)."""
     nl, b_size, dm = keys.shape[0], keys.shape[1], keys.shape[2]
+    nh, dh = values.shape[2], values.shape[4]
     m = y.shape[1]
     kv = np.empty(2 * nl * dm, np.float32)
     refit = np.empty(2, np.bool_)
@@ -424,7 +425,9 @@ def update(W, keys, values, t, gate_sum, stats, u, a, y, mean, log_p, summary, c
             refit[1 if a[b, j] > 0.5 else 0] = True
             for layer in range(nl):
                 keys[layer, b, :, t + 1 + j] = kv[layer * dm : (layer + 1) * dm]
-                values[layer, b, t + 1 + j, :] = kv[(nl + layer) * dm : (nl + layer + 1) * dm]
+                for h in range(nh):
+                    o = (nl + layer) * dm + h * dh
+                    values[layer, b, h, t + 1 + j, :] = kv[o : o + dh]
         _history_side(W, gate_sum[b], float(t + m), stats[b], refit, mean[b], log_p[b], summary[b], coef[b], cov[b],
                       cm[b], ev[b])
 
@@ -494,48 +497,57 @@ def _query_input(W, mean, u, base):
 
 
 @_jit
+def _normalize_rows(x):
+    out = np.empty_like(x)
+    for i in range(x.shape[0]):
+        out[i] = _normalize(x[i])
+    return out
+
+
+@_jit
 def decide(W, keys, values, t, mean, log_p, summary, coef, cov, cm, uq):
     """The unclipped Neyman probability (B, Q) at queries ``uq`` (B, Q, d) (student coordinates)
     after ``t`` units (as :meth:`StudentModel.decide`; positions ``0..t`` of the cache are the
-    context: the null token and the units)."""
+    context: the null token and the units). A replication's queries go through the network
+    together, as the rows of one matrix."""
     nl, b_size, dm = keys.shape[0], keys.shape[1], keys.shape[2]
     nh, kk = W.n_heads, W.n_classes
     dh = dm // nh
     nq = uq.shape[1]
     out = np.empty((b_size, nq))
-    base = np.zeros((kk, 6 if W.n_terms else 0))
-    heads = np.zeros((nh, dm), np.float32)
-    scores = np.zeros((nh, keys.shape[3]), np.float32)  # attention weights; zero beyond the t + 1 positions
+    base = np.zeros((nq, kk, 6 if W.n_terms else 0))
+    qh = np.empty((nq, dh), np.float32)
+    scores = np.zeros((nq, keys.shape[3]), np.float32)  # one head's attention weights; zero beyond t + 1
+    nin = W.d + W.d * W.n_freq + 1 + 8 + kk * base.shape[2]
+    xin = np.empty((nq, nin), np.float32)
+    att = np.empty((nq, dm), np.float32)
     nfeat = math.log1p(t) / _N_SCALE
     for b in range(b_size):
         for iq in range(nq):
-            u = uq[b, iq]
             if W.n_terms:
-                _conj_predict(W, coef[b], cov[b], cm[b], u, base)
-            xin = _query_input(W, mean[b], u, base)
-            xin[W.d + W.d * W.n_freq] = nfeat
-            x = _linear(_gelu(_linear(xin, W.qry_w0, W.qry_b0)), W.qry_w1, W.qry_b1) + W.qflag + summary[b]
-            for layer in range(nl):
-                q = _linear(_normalize(x), W.lq_w[layer], W.lq_b[layer])
-                for h in range(nh):
-                    heads[h, h * dh : (h + 1) * dh] = q[h * dh : (h + 1) * dh]
-                _softmax_rows(np.dot(heads, keys[layer, b]), scores, t + 1)  # scores: (H, capacity)
-                mixed = np.dot(scores, values[layer, b])  # (H, D): head h's output in block h
-                att = np.empty(dm, np.float32)
-                for h in range(nh):
-                    att[h * dh : (h + 1) * dh] = mixed[h, h * dh : (h + 1) * dh]
-                x = x + _linear(att, W.lo_w[layer], W.lo_b[layer])
-                ff = _gelu(_linear(_normalize(x), W.lf0_w[layer], W.lf0_b[layer]))
-                x = x + _linear(ff, W.lf1_w[layer], W.lf1_b[layer])
-            e = _gelu(_linear(_normalize(x), W.ei_w, W.ei_b))
-            ne = e.shape[0] // kk
-            lse = np.empty(2)
+                _conj_predict(W, coef[b], cov[b], cm[b], uq[b, iq], base[iq])
+            xin[iq] = _query_input(W, mean[b], uq[b, iq], base[iq])
+            xin[iq, W.d + W.d * W.n_freq] = nfeat
+        x = _linear(_gelu(_linear(xin, W.qry_w0, W.qry_b0)), W.qry_w1, W.qry_b1) + W.qflag + summary[b]
+        for layer in range(nl):
+            q = _linear(_normalize_rows(x), W.lq_w[layer], W.lq_b[layer])
+            for h in range(nh):
+                qh[:] = q[:, h * dh : (h + 1) * dh]
+                _softmax_rows(np.dot(qh, keys[layer, b, h * dh : (h + 1) * dh]), scores, t + 1)  # (Q, capacity)
+                att[:, h * dh : (h + 1) * dh] = np.dot(scores, values[layer, b, h])
+            x = x + _linear(att, W.lo_w[layer], W.lo_b[layer])
+            x = x + _linear(_gelu(_linear(_normalize_rows(x), W.lf0_w[layer], W.lf0_b[layer])), W.lf1_w[layer],
+                            W.lf1_b[layer])
+        e = _gelu(_linear(_normalize_rows(x), W.ei_w, W.ei_b))
+        ne = e.shape[1] // kk
+        terms = np.empty(kk)
+        lse = np.empty(2)
+        for iq in range(nq):
             for arm in range(2):
-                terms = np.empty(kk)
                 for k in range(kk):
-                    v = W.ex_b[k, arm] + log_p[b, k] + (e[k * ne : (k + 1) * ne] * W.ex_w[k, :, arm]).sum()
+                    v = W.ex_b[k, arm] + log_p[b, k] + (e[iq, k * ne : (k + 1) * ne] * W.ex_w[k, :, arm]).sum()
                     if W.n_terms:
-                        v += base[k, arm]
+                        v += base[iq, k, arm]
                     terms[k] = v
                 top = terms.max()
                 lse[arm] = top + math.log(np.exp(terms - top).sum())
@@ -553,18 +565,20 @@ class _Cache:
     as values."""
 
     def __init__(self, keys: np.ndarray, values: np.ndarray, filled: int):
-        self.keys, self.values, self.filled = keys, values, filled
+        self.keys, self.values, self.filled = keys, values, filled  # (L, B, D, cap), (L, B, H, cap, D / H)
 
     @property
     def capacity(self) -> int:
-        return self.values.shape[2]
+        return self.values.shape[3]
 
     def copy(self, filled: int, capacity: int) -> _Cache:
         """The first ``filled`` positions, with room for ``capacity``."""
-        nl, b, _, d = self.values.shape
-        new = _Cache(np.zeros((nl, b, d, capacity), np.float32), np.zeros((nl, b, capacity, d), np.float32), filled)
+        nl, b, d, _ = self.keys.shape
+        nh, dh = self.values.shape[2], self.values.shape[4]
+        new = _Cache(np.zeros((nl, b, d, capacity), np.float32), np.zeros((nl, b, nh, capacity, dh), np.float32),
+                     filled)
         new.keys[..., :filled] = self.keys[..., :filled]
-        new.values[:, :, :filled] = self.values[:, :, :filled]
+        new.values[:, :, :, :filled] = self.values[:, :, :, :filled]
         return new
 
 
@@ -589,10 +603,11 @@ class Engine:
 
     def init(self, batch: int, capacity: int = 64) -> EngineState:
         cfg = self.cfg
-        nl, dm, cap = cfg.n_layers, cfg.d_model, max(int(capacity), 2)
-        cache = _Cache(np.zeros((nl, batch, dm, cap), np.float32), np.zeros((nl, batch, cap, dm), np.float32), 1)
+        nl, dm, cap, nh = cfg.n_layers, cfg.d_model, max(int(capacity), 2), cfg.n_heads
+        cache = _Cache(np.zeros((nl, batch, dm, cap), np.float32),
+                       np.zeros((nl, batch, nh, cap, dm // nh), np.float32), 1)
         cache.keys[..., 0] = self.null[:nl, None, :]
-        cache.values[:, :, 0] = self.null[nl:, None, :]
+        cache.values[:, :, :, 0] = self.null[nl:].reshape(nl, 1, nh, dm // nh)
         return EngineState(0, cache, np.zeros((batch, self.pool_dim), np.float32), np.zeros((batch, self.n_stats)))
 
     def update(self, state: EngineState, u: np.ndarray, a: np.ndarray, y: np.ndarray) -> EngineState:

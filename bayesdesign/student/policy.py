@@ -6,9 +6,8 @@ the unit arrives (:meth:`StudentPolicy.update`), and a decision runs only the qu
 cache. Replications run in lockstep share one history length, so the cache needs no padding.
 
 Two backends compute the same decisions: the torch model itself, and the compiled inference
-engine (:mod:`bayesdesign.student.engine`), about six times faster per decision at batch 1. The
-default picks the engine for small batches (an experiment deciding unit by unit) and torch for
-many replications in lockstep (simulations), where batched tensor operations win.
+engine (:mod:`bayesdesign.student.engine`), about six times faster per decision at batch 1 and
+faster per replication in lockstep simulations too. The default is the engine on the CPU.
 
 The probability actually used follows the teacher's recorded configuration: 1/2 while fewer than
 ``burn_in`` units have been seen, then the student's unclipped Neyman ratio clipped to
@@ -67,9 +66,6 @@ class StudentState(NamedTuple):
     summary: object = None
 
 
-_ENGINE_MAX_BATCH = 32
-
-
 class StudentPolicy(SequentialPolicy):
     """A trained student (:class:`~bayesdesign.student.checkpoint.Student`) as a sequential design.
 
@@ -80,12 +76,14 @@ class StudentPolicy(SequentialPolicy):
     num_threads : if not ``None``, set torch's intra-op threads for the process
         (``torch.set_num_threads``). Default 1: the student's operations are too small to gain
         from more, and on shared cores extra threads made the student design about 4x slower.
-    backend : ``"engine"``: the compiled inference engine (:mod:`bayesdesign.student.engine`,
-        about 0.15 ms per decision at a history of 1000 units); ``"torch"``: the torch model
-        with cached history encodings (about 0.9 ms per decision, but faster per replication
-        for many replications in lockstep, and the only one with :meth:`outputs`); ``"auto"``
-        (default): the engine for batches of up to 32 replications on CPU, torch otherwise.
-        Both compute the same function (tested to 1e-5).
+    backend : ``"engine"``: the compiled inference engine (:mod:`bayesdesign.student.engine`):
+        about 0.15 ms per decision at a history of 1000 units, against 0.9 ms for torch, and
+        faster per replication in lockstep too; compiled on first use (about 40 s once per
+        machine; Numba caches it on disk). ``"torch"``: the torch model with cached history
+        encodings; faster when one history answers hundreds of queries at once (a grid for a
+        plot), any torch device, and the only one with :meth:`outputs`. ``"auto"`` (default):
+        the engine on the CPU, torch on other devices. Both compute the same function (tested
+        to 1e-5).
     """
 
     name = "student"
@@ -122,7 +120,7 @@ class StudentPolicy(SequentialPolicy):
 
     def _uses_engine(self, batch: int) -> bool:
         if self.backend == "auto":
-            return self.device.type == "cpu" and batch <= _ENGINE_MAX_BATCH
+            return self.device.type == "cpu"
         return self.backend == "engine"
 
     @torch.inference_mode()
