@@ -9,7 +9,8 @@ from test_student_checkpoint import make_checkpoint
 from bayesdesign.spec import load_prior
 from bayesdesign.student import StudentConfig, StudentModel, load_policy, load_student
 from bayesdesign.student.conjugate import layer_prior
-from bayesdesign.student.engine import Engine, _cholesky_inverse, _softmax_rows
+from bayesdesign.student.engine import Engine, _cholesky_inverse, _softmax_rows, standardize, to_unit
+from bayesdesign.student.scaling import Y_CLAMP, InputScaling
 from bayesdesign.teachers.conjugate import prior_from_spec
 
 
@@ -124,3 +125,16 @@ def test_policy_backends_agree_and_auto_is_the_engine_on_cpu(rng):
         engine.outputs(states[0], xq)
     with pytest.raises(ValueError, match="backend: expected"):
         load_policy("pretrained", backend="onnx")
+
+
+def test_compiled_input_maps_equal_input_scaling(rng):
+    sc = InputScaling((-2.0, 10.0), (3.0, 12.5), (1.5, -4.0), (2.0, 0.25))
+    x = rng.uniform(-4, 14, size=(3, 7, 2))  # partly outside the box: clipped
+    a = rng.integers(0, 2, (3, 7)).astype(np.int8)
+    y = rng.normal(0, 3, size=(3, 7))
+    y[0, 0] = 1e6  # clamped
+    low, inv = sc._box
+    np.testing.assert_array_equal(to_unit(x, low, inv), sc.to_unit(x))
+    np.testing.assert_array_equal(to_unit(x[:, 2:3], low, inv), sc.to_unit(x[:, 2:3]))  # a strided view
+    for arms in (a, a.astype(bool), a.astype(float)):
+        np.testing.assert_array_equal(standardize(y, arms, *sc._y_maps, Y_CLAMP), sc.standardize(y, arms))

@@ -243,6 +243,33 @@ def _log_softmax(x):
     return x - (m + math.log(np.exp(x - m).sum()))
 
 
+# ---------------------------------------------------------------------------- inputs
+
+
+@_jit
+def to_unit(x, low, inv):
+    """:meth:`InputScaling.to_unit <bayesdesign.student.scaling.InputScaling.to_unit>` of ``x``
+    (B, m, d) compiled (a tenth of NumPy's cost on a single unit): the same float32 values, as float64."""
+    out = np.empty(x.shape)
+    for i in range(x.shape[0]):
+        for j in range(x.shape[1]):
+            for c in range(x.shape[2]):
+                out[i, j, c] = np.float32(min(max((x[i, j, c] - low[c]) * inv[c], 0.0), 1.0))
+    return out
+
+
+@_jit
+def standardize(y, a, offset, scale, clamp):
+    """:meth:`InputScaling.standardize <bayesdesign.student.scaling.InputScaling.standardize>` of
+    ``y`` (B, m) given the arms ``a`` compiled: the same float32 values, as float64."""
+    out = np.empty(y.shape)
+    for i in range(y.shape[0]):
+        for j in range(y.shape[1]):
+            k = 1 if a[i, j] != 0 else 0
+            out[i, j] = np.float32(min(max((y[i, j] - offset[k]) / scale[k], -clamp), clamp))
+    return out
+
+
 # ---------------------------------------------------------------------------- history side
 
 

@@ -24,7 +24,9 @@ import torch
 
 from ..design.policy import ClipSchedule, SequentialPolicy
 from .checkpoint import Student, load_student
+from .engine import Engine, standardize, to_unit
 from .model import Context
+from .scaling import Y_CLAMP
 
 __all__ = ["StudentPolicy", "StudentState", "load_policy", "resolve_student_path"]
 
@@ -113,8 +115,6 @@ class StudentPolicy(SequentialPolicy):
     def engine(self):
         """The compiled :class:`~bayesdesign.student.engine.Engine` (built on first use)."""
         if self._engine is None:
-            from .engine import Engine
-
             self._engine = Engine(self.model)
         return self._engine
 
@@ -142,11 +142,13 @@ class StudentPolicy(SequentialPolicy):
         """Embed the new units ``x`` (B, m, d), ``a``, ``y`` (B, m) and append them to the cache."""
         sc = self.student.scaling
         a = np.asarray(a)
-        u, ys = sc.to_unit(x), sc.standardize(y, a)
         if not isinstance(state, StudentState):
+            low, inv = sc._box
+            u = to_unit(np.asarray(x, float), low, inv)
+            ys = standardize(np.asarray(y, float), a, sc._y_maps[0], sc._y_maps[1], Y_CLAMP)
             return self.engine.update(state, u, a, ys)
         with torch.inference_mode():
-            return self._update_torch(state, u, a, ys)
+            return self._update_torch(state, sc.to_unit(x), a, sc.standardize(y, a))
 
     def _update_torch(self, state: StudentState, u, a, ys) -> StudentState:
         u, ys, af = self._tensor(u), self._tensor(ys), self._tensor(a)
@@ -184,11 +186,11 @@ class StudentPolicy(SequentialPolicy):
         x = np.asarray(x)
         if state.t < self.burn_in:
             return np.full(x.shape[:-1], 0.5)
-        u = self.student.scaling.to_unit(x)
         if not isinstance(state, StudentState):
-            return self.engine.decide(state, u)
+            return self.engine.decide(state, to_unit(np.asarray(x, float), *self.student.scaling._box))
         with torch.inference_mode():
-            return self.model.decide(self.context(state), self._tensor(u))["pi"].double().cpu().numpy()
+            u = self._tensor(self.student.scaling.to_unit(x))
+            return self.model.decide(self.context(state), u)["pi"].double().cpu().numpy()
 
 
 def resolve_student_path(rest: str) -> Path:

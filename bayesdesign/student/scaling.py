@@ -82,6 +82,10 @@ class InputScaling:
         low = np.asarray(self.low, dtype=float)
         return low, 1.0 / (np.asarray(self.high, dtype=float) - low)
 
+    @cached_property
+    def _y_maps(self) -> tuple[np.ndarray, np.ndarray]:
+        return np.asarray(self.y_offset, dtype=float), np.asarray(self.y_scale, dtype=float)
+
     def to_unit(self, x: np.ndarray) -> np.ndarray:
         """Covariates ``(..., d)`` in user units to the unit cube (clipped), float32."""
         low, inv = self._box
