@@ -615,7 +615,8 @@ class Engine:
     ``init(batch)`` gives the empty :class:`EngineState`, ``update(state, u, a, y)`` the next one
     (the cache grows by a quarter when full, so the attention never runs over much unused room)
     and ``decide(state, uq)`` the unclipped probabilities (B, Q); inputs in the student's
-    coordinates (:class:`~bayesdesign.student.scaling.InputScaling`).
+    coordinates (:class:`~bayesdesign.student.scaling.InputScaling`). The weights are copied
+    when the engine is built: a model trained further needs a new engine.
     """
 
     def __init__(self, model):
