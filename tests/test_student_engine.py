@@ -138,3 +138,13 @@ def test_compiled_input_maps_equal_input_scaling(rng):
     np.testing.assert_array_equal(to_unit(x[:, 2:3], low, inv), sc.to_unit(x[:, 2:3]))  # a strided view
     for arms in (a, a.astype(bool), a.astype(float)):
         np.testing.assert_array_equal(standardize(y, arms, *sc._y_maps, Y_CLAMP), sc.standardize(y, arms))
+
+
+@pytest.mark.parametrize("backend", ["engine", "torch"])
+def test_decision_latency_measures_each_backend(tmp_path, backend):
+    from bayesdesign.student.measure import decision_latency
+
+    make_checkpoint(tmp_path / "s")
+    res = decision_latency(tmp_path / "s", history=30, repeats=20, backend=backend)
+    assert res["backend"] == backend and res["history"] == 30
+    assert 0 < res["decide_p50_ms"] <= res["decide_and_append_p50_ms"]  # pointwise d <= d + a

@@ -59,12 +59,13 @@ def imitation_error(student_dir: str | Path, traces: str | Path, batch_size: int
 
 
 def decision_latency(student_dir: str | Path, history: int = 1000, repeats: int = 300, threads: int = 1,
-                     seed: int = 0) -> dict[str, float]:
-    """Median and 90th percentile (ms) of one decision at a cached history of ``history`` units."""
+                     seed: int = 0, backend: str = "auto") -> dict[str, float]:
+    """Median and 90th percentile (ms) of one decision at a cached history of ``history`` units
+    (``backend`` as in :class:`~bayesdesign.student.policy.StudentPolicy`)."""
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        policy = StudentPolicy(load_student(student_dir))
+        policy = StudentPolicy(load_student(student_dir), backend=backend)
         rng = np.random.default_rng(seed)
         lo, hi = policy.low, policy.high
         x = lo + (hi - lo) * rng.uniform(size=(1, history + repeats, policy.d))
@@ -84,7 +85,8 @@ def decision_latency(student_dir: str | Path, history: int = 1000, repeats: int 
     finally:
         torch.set_num_threads(old)
     ms = lambda v, q: float(np.percentile(v, q) * 1e3)  # noqa: E731
-    return {"history": history, "threads": threads, "decide_p50_ms": ms(decide, 50), "decide_p90_ms": ms(decide, 90),
+    return {"history": history, "threads": threads, "backend": backend,
+            "decide_p50_ms": ms(decide, 50), "decide_p90_ms": ms(decide, 90),
             "decide_and_append_p50_ms": ms(step, 50), "decide_and_append_p90_ms": ms(step, 90)}
 
 
@@ -94,8 +96,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--traces", help="held-out traces file (another seed than the training traces)")
     ap.add_argument("--history", type=int, default=1000)
     ap.add_argument("--repeats", type=int, default=300)
+    ap.add_argument("--backend", choices=["auto", "engine", "torch"], default="auto",
+                    help="the compiled engine (auto on the CPU) or the torch model")
     args = ap.parse_args(argv)
-    res: dict = {"latency": decision_latency(args.student, args.history, args.repeats)}
+    res: dict = {"latency": decision_latency(args.student, args.history, args.repeats, backend=args.backend)}
     if args.traces:
         res["imitation"] = imitation_error(args.student, args.traces)
     print(json.dumps(res, indent=1))
