@@ -9,7 +9,14 @@ from test_student_checkpoint import make_checkpoint
 from bayesdesign.spec import load_prior
 from bayesdesign.student import StudentConfig, StudentModel, load_policy, load_student
 from bayesdesign.student.conjugate import layer_prior
-from bayesdesign.student.engine import Engine, _cholesky_inverse, _softmax_rows, standardize, to_unit
+from bayesdesign.student.engine import (
+    Engine,
+    _cholesky_inverse,
+    _softmax_rows,
+    compiled_on_disk,
+    standardize,
+    to_unit,
+)
 from bayesdesign.student.scaling import Y_CLAMP, InputScaling
 from bayesdesign.teachers.conjugate import prior_from_spec
 
@@ -69,6 +76,7 @@ def test_engine_equals_torch_model(model):
         np.testing.assert_allclose(engine.decide(state, uq), _torch_pi(model, u[:, :s], a[:, :s], y[:, :s], uq),
                                    atol=2e-6, err_msg=f"after {s} units")
     assert state.t == n and state.cache.capacity >= n + 1
+    assert compiled_on_disk()  # Numba wrote its cache: the next process loads instead of compiling
 
 
 def test_engine_states_are_values(model):

@@ -34,6 +34,7 @@ slower on these shapes (0.4-0.5 ms per decision); plain NumPy reached 0.3 ms per
 from __future__ import annotations
 
 import math
+import os
 from typing import NamedTuple
 
 import numpy as np
@@ -42,7 +43,7 @@ from numba import njit
 from .conjugate import _GH_W, _GH_X
 from .model import _N_SCALE
 
-__all__ = ["Engine", "EngineState", "Weights", "engine_weights"]
+__all__ = ["Engine", "EngineState", "Weights", "engine_weights", "compiled_on_disk"]
 
 # float32 constants: in compiled code a float64 scalar would promote the float32 arrays it touches
 _EPS = np.float32(1e-5)  # torch.nn.LayerNorm's
@@ -673,3 +674,14 @@ class Engine:
         c, sd = state.cache, state.side
         return decide(self.weights, c.keys, c.values, state.t, sd.mean, sd.log_p, sd.summary, sd.coef, sd.cov, sd.cm,
                       np.asarray(uq, float))
+
+
+def compiled_on_disk() -> bool:
+    """Whether Numba's on-disk cache has the engine's two entry points (``False``: the next use
+    compiles them, about 40 s). A heuristic from the cache's index files: an index written for an
+    older source is recompiled too."""
+    try:
+        return all(os.path.exists(f._cache._cache_file._index_path) for f in (update, decide))
+    except AttributeError:  # another Numba's cache layout
+        return True
+

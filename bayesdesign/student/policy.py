@@ -16,6 +16,7 @@ The probability actually used follows the teacher's recorded configuration: 1/2 
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import NamedTuple
 
@@ -24,7 +25,7 @@ import torch
 
 from ..design.policy import ClipSchedule, SequentialPolicy
 from .checkpoint import Student, load_student
-from .engine import Engine, standardize, to_unit
+from .engine import Engine, compiled_on_disk, standardize, to_unit
 from .model import Context
 from .scaling import Y_CLAMP
 
@@ -115,6 +116,9 @@ class StudentPolicy(SequentialPolicy):
     def engine(self):
         """The compiled :class:`~bayesdesign.student.engine.Engine` (built on first use)."""
         if self._engine is None:
+            if sys.stderr.isatty() and not compiled_on_disk():
+                print("bayesdesign: compiling the student's inference engine (once per machine, about 40 s)",
+                      file=sys.stderr)
             self._engine = Engine(self.model)
         return self._engine
 
