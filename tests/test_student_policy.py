@@ -8,9 +8,9 @@ import torch
 from test_student_checkpoint import make_checkpoint
 
 import bayesdesign as bd
-from bayesdesign.design.environment import get_scenario
 from bayesdesign.design.registry import make_design
 from bayesdesign.design.runner import draw_experiments, run_design
+from bayesdesign.design.scenarios import get_scenario
 from bayesdesign.student import StudentPolicy, load_policy, load_student
 
 

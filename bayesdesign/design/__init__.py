@@ -2,18 +2,17 @@
 
 from .baselines import ClipOGD, ExploreThenNeyman, OracleNeyman, PluginNeyman, Uniform
 from .environment import (
-    SCENARIOS,
     Environment,
     FunctionEnvironment,
     SeriesPriorTasks,
     SyntheticEnvironment,
     TaskDistribution,
-    get_scenario,
     rescale,
 )
 from .policy import ClipSchedule, History, IncrementalPolicy, Policy, SequentialPolicy
 from .registry import make_design
 from .runner import simulate
+from .scenarios import SCENARIOS, get_scenario
 
 __all__ = [
     "SCENARIOS",

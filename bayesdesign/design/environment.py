@@ -1,4 +1,6 @@
-r"""The :class:`Environment` protocol and the public benchmark scenarios S1–S6.
+r"""The :class:`Environment` protocol and its generic implementations.
+
+The public benchmark scenarios built from them live in :mod:`bayesdesign.design.scenarios`.
 
 An environment draws covariates and potential outcomes. Synthetic and replay environments also
 know the truth: the arm-conditional means :math:`\mu_a(x)`, standard deviations
@@ -30,8 +32,8 @@ __all__ = [
     "Rescaled",
     "rescale",
     "is_task_distribution",
-    "SCENARIOS",
-    "get_scenario",
+    "evaluate",
+    "quadrature",
 ]
 
 
@@ -150,71 +152,6 @@ def quadrature(d: int, n: int = 20_000) -> tuple[np.ndarray, np.ndarray]:
     return rng.uniform(size=(m, d)), np.full(m, 1.0 / m)
 
 
-def _x(u):
-    return u[..., 0]
-
-
-SCENARIOS: dict[str, Callable[[], object]] = {}
-
-
-def _register(name: str):
-    def deco(fn):
-        SCENARIOS[name] = fn
-        return fn
-
-    return deco
-
-
-@_register("S1")
-def _s1():
-    return FunctionEnvironment(
-        "S1",
-        mu=(lambda u: np.zeros_like(_x(u)), lambda u: np.sin(2 * np.pi * _x(u))),
-        sigma=(lambda u: np.ones_like(_x(u)), lambda u: np.ones_like(_x(u))),
-        description="homoskedastic: no gain possible",
-    )
-
-
-def _s2_like(name, noise):
-    return FunctionEnvironment(
-        name,
-        mu=(lambda u: _x(u), lambda u: 1.0 + _x(u)),
-        sigma=(lambda u: np.exp(1.0 - 2.0 * _x(u)), lambda u: np.exp(2.0 * _x(u) - 1.0)),
-        noise=noise,
-        description="smooth heteroskedastic" + (" with Student-t(3) noise" if noise == "t3" else ""),
-    )
-
-
-@_register("S2")
-def _s2():
-    return _s2_like("S2", "gaussian")
-
-
-@_register("S3")
-def _s3():
-    return FunctionEnvironment(
-        "S3",
-        mu=(lambda u: np.zeros_like(_x(u)), lambda u: _x(u)),
-        sigma=(lambda u: np.ones_like(_x(u)), lambda u: np.where(_x(u) > 0.7, 3.0, 0.5)),
-        description="rough (discontinuous) variance",
-    )
-
-
-@_register("S5")
-def _s5():
-    return FunctionEnvironment(
-        "S5",
-        mu=(lambda u: np.full_like(_x(u), 0.5), lambda u: 0.2 + 0.6 * _x(u)),
-        noise="bernoulli",
-        description="binary outcomes (conversion rates)",
-    )
-
-
-@_register("S6")
-def _s6():
-    return _s2_like("S6", "t3")
-
-
 @dataclass
 class SeriesTaskBatch:
     r"""A batch of tasks drawn from a Gaussian-series prior; axis 0 of every input is the task.
@@ -303,8 +240,6 @@ class SeriesPriorTasks:
         ts = rng.standard_normal((n, 2, f)) * s * self.logsd_scale
         return SeriesTaskBatch(tm, ts, self.n_terms, self.d, name=self.name)
 
-
-SCENARIOS["S4"] = SeriesPriorTasks
 
 
 @dataclass
@@ -410,10 +345,3 @@ def evaluate(env, method: str, x: np.ndarray, arm, rng: np.random.Generator | No
         raise ValueError(f"environment.{method}: expected {b * m} values (one per row of x), got shape {out.shape}")
     return out.reshape(b, m)
 
-
-def get_scenario(name: str, **kwargs):
-    """The public scenario ``name`` (``'S1'``..``'S6'``)."""
-    key = name.upper()
-    if key not in SCENARIOS:
-        raise ValueError(f"scenario: unknown name {name!r}; expected one of {sorted(SCENARIOS)}")
-    return SCENARIOS[key](**kwargs)
