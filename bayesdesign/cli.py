@@ -53,7 +53,9 @@ def main() -> None:
     "--scenario",
     default="S2",
     show_default=True,
-    help="Public scenario S1..S6 (see docs/scenarios.md). Ignored with --prior or --replay.",
+    help="Public scenario S1..S10 (S7: days, orders and a decoy score; S8: revenue in dollars; "
+    "S9: strong heteroskedasticity; S10: four variance cells; see docs/scenarios.md). "
+    "Ignored with --prior or --replay.",
 )
 @click.option(
     "--prior", default=None, help="Simulate tasks drawn from this prior file (or shipped prior name) instead."

@@ -66,8 +66,94 @@ def test_rescaled_environment_maps_units(rng):
     assert env.ate == pytest.approx(25.0)
     with pytest.raises(ValueError, match="bounds: expected low < high"):
         rescale(get_scenario("S2"), low=[1.0], high=[1.0])
-    with pytest.raises(ValueError, match="scenario: unknown name 'S7'"):
-        get_scenario("S7")
+    with pytest.raises(ValueError, match="scenario: unknown name 'S11'"):
+        get_scenario("S11")
+
+
+def _bounds_by_scipy(s1, s0, tau, dims):
+    """V*, V_1/2 and the best constant design's V by adaptive scipy quadrature of closed forms
+    over the unit square (``dims = 2``) or interval."""
+    if dims == 1:
+        q = lambda f: integrate.quad(f, 0, 1, limit=200)[0]  # noqa: E731
+    else:
+        q = lambda f: integrate.dblquad(lambda v, u: f(u, v), 0, 1, 0, 1, epsabs=1e-10)[0]  # noqa: E731
+    e_tau = q(tau)
+    var_tau = q(lambda *z: (tau(*z) - e_tau) ** 2)
+    v_star = q(lambda *z: (s1(*z) + s0(*z)) ** 2) + var_tau
+    e1, e0 = q(lambda *z: s1(*z) ** 2), q(lambda *z: s0(*z) ** 2)
+    p = np.sqrt(e1) / (np.sqrt(e1) + np.sqrt(e0))
+    return v_star, 2 * (e1 + e0) + var_tau, e1 / p + e0 / (1 - p) + var_tau, e_tau
+
+
+def test_s7_three_covariates_in_their_units(rng):
+    env = get_scenario("S7")
+    assert env.d == 3 and list(env.bounds[1]) == [365.0, 50.0, 1.0]
+    x = env.sample_covariates(rng, 5000)
+    assert x[:, 0].max() > 300 and x[:, 1].max() > 40 and x[:, 2].max() <= 1
+    decoy = x.copy()
+    decoy[:, 2] = rng.uniform(size=len(x))
+    for arm in (0, 1):  # nothing depends on the decoy
+        np.testing.assert_array_equal(env.mean(x, arm), env.mean(decoy, arm))
+        np.testing.assert_array_equal(env.sd(x, arm), env.sd(decoy, arm))
+    s1 = lambda u, v: np.exp(1.2 * u - 0.6 + 0.3 * np.cos(np.pi * v))  # noqa: E731
+    s0 = lambda u, v: np.exp(0.6 - 1.2 * u)  # noqa: E731
+    v_star, v_unif, v_const, ate = _bounds_by_scipy(s1, s0, lambda u, v: 0.5 + 0.5 * u, 2)
+    tr = truth(env)
+    assert tr.v_star[0] == pytest.approx(v_star, rel=1e-5)
+    assert tr.v_uniform[0] == pytest.approx(v_unif, rel=1e-5)
+    assert tr.ate[0] == pytest.approx(ate, rel=1e-6)
+    assert v_unif / v_star == pytest.approx(1.125, abs=5e-4)  # DESIGN.md section 4
+    assert v_const / v_star == pytest.approx(1.124, abs=5e-4)
+    # days = 73 (u = 0.2), orders = 10 (v = 0.2): the closed forms in the box's units
+    pt = np.array([[73.0, 10.0, 0.9]])
+    assert env.sd(pt, 1)[0] == pytest.approx(s1(0.2, 0.2))
+    assert env.mean(pt, 1)[0] - env.mean(pt, 0)[0] == pytest.approx(0.6)
+
+
+def _hurdle(u, v, a):
+    p = 1 / (1 + np.exp(-(-2 + 2 * v + 0.3 * a)))
+    m, s = 3.5 + 0.5 * v, (0.3 + u) if a else (1.3 - u)
+    mean = p * np.exp(m + s**2 / 2)
+    return mean, np.sqrt(p * np.exp(2 * m + 2 * s**2) - mean**2), p
+
+
+def test_s8_revenue_moments_match_monte_carlo(rng):
+    env = get_scenario("S8")
+    # outcomes drawn at one point: their mean, sd and share of zeros against the closed forms
+    pt = np.array([[182.5, 25.0]])  # u = v = 0.5
+    for arm in (0, 1):
+        y = env.sample_outcomes(rng, np.repeat(pt, 400_000, 0), arm)
+        mean, sd, p = _hurdle(0.5, 0.5, arm)
+        assert (y == 0).mean() == pytest.approx(1 - p, abs=0.003)
+        assert y.mean() == pytest.approx(mean, rel=0.01)
+        assert y.std() == pytest.approx(sd, rel=0.03)
+        assert env.mean(pt, arm)[0] == pytest.approx(mean) and env.sd(pt, arm)[0] == pytest.approx(sd)
+    s = lambda a: (lambda u, v: _hurdle(u, v, a)[1])  # noqa: E731
+    tau = lambda u, v: _hurdle(u, v, 1)[0] - _hurdle(u, v, 0)[0]  # noqa: E731
+    v_star, v_unif, _, ate = _bounds_by_scipy(s(1), s(0), tau, 2)
+    tr = truth(env)
+    assert tr.v_star[0] == pytest.approx(v_star, rel=1e-5)
+    assert tr.v_uniform[0] / tr.v_star[0] == pytest.approx(1.26, abs=0.005)
+    assert tr.ate[0] == pytest.approx(ate, rel=1e-5) and tr.ate[0] == pytest.approx(3.9, abs=0.05)
+    x = env.sample_covariates(rng, 200_000)
+    y0, y1 = env.sample_outcomes(rng, x, 0), env.sample_outcomes(rng, x, 1)
+    assert y0.mean() == pytest.approx(19.0, rel=0.03) and y1.mean() == pytest.approx(23.0, rel=0.03)
+    assert 0.65 < (np.r_[y0, y1] == 0).mean() < 0.75  # about 70% zeros
+
+
+def test_s9_s10_ratios_against_closed_forms():
+    s1 = lambda x: np.exp(1.5 * (2 * x - 1) ** 3)  # noqa: E731
+    v_star, v_unif, _, _ = _bounds_by_scipy(s1, lambda x: 1 / s1(x), lambda x: 0.5, 1)
+    tr = truth(get_scenario("S9"))
+    assert tr.v_star[0] == pytest.approx(v_star, rel=1e-6)
+    assert tr.v_uniform[0] / tr.v_star[0] == pytest.approx(1.33, abs=0.006)
+    tr = truth(get_scenario("S10"))
+    assert tr.v_star[0] == pytest.approx(2.4**2)  # sigma_1 + sigma_0 = 2.4 everywhere
+    assert tr.v_uniform[0] == pytest.approx(2 * (2.0**2 + 0.4**2))
+    env = get_scenario("S10")
+    cells = np.array([[0.1], [0.3], [0.6], [0.9]])
+    np.testing.assert_allclose(env.sd(cells, 1), [0.4, 2.0, 0.4, 2.0])
+    np.testing.assert_allclose(env.sd(cells, 0), [2.0, 0.4, 2.0, 0.4])
 
 
 def _trial_table(rng, n=400):

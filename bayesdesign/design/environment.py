@@ -27,6 +27,9 @@ __all__ = [
     "SyntheticEnvironment",
     "TaskDistribution",
     "FunctionEnvironment",
+    "HurdleLogNormalEnvironment",
+    "hurdle_lognormal_moments",
+    "tensor_midpoint",
     "SeriesPriorTasks",
     "SeriesTaskBatch",
     "Rescaled",
@@ -89,13 +92,52 @@ def _noise(rng: np.random.Generator, kind: str, shape) -> np.ndarray:
     raise ValueError(f"noise: expected 'gaussian' or 't3', got {kind!r}")
 
 
-@dataclass
-class FunctionEnvironment:
-    r"""Covariates uniform on ``[0, 1]^d``; outcomes :math:`\mu_a(x) + \sigma_a(x)\varepsilon`.
+class _Box:
+    """Covariates uniform on the box ``[low, high]`` (each ``(d,)``, default the unit cube), with
+    the truth's functions written on unit-cube points :math:`u = (x - low) / (high - low)`."""
 
-    ``mu`` and ``sigma`` are pairs ``(f0, f1)`` of functions of unit-cube points ``(..., d)``.
+    def _init_box(self):
+        low = np.zeros(self.d) if self.low is None else self.low
+        high = np.ones(self.d) if self.high is None else self.high
+        low = np.broadcast_to(np.asarray(low, float), (self.d,)).copy()
+        high = np.broadcast_to(np.asarray(high, float), (self.d,)).copy()
+        if np.any(high <= low):
+            raise ValueError(f"{self.name}: bounds: expected low < high, got low={low}, high={high}")
+        if self.quad_n is not None and len(self.quad_n) != self.d:
+            raise ValueError(f"{self.name}: quad_n: need one node count per covariate ({self.d}), got {self.quad_n}")
+        self.low, self.high = low, high
+        self.bounds = (low, high)
+
+    def _unit(self, x) -> np.ndarray:
+        return to_unit(np.asarray(x, dtype=float), self.low, self.high)
+
+    def sample_covariates(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        return self.low + rng.uniform(size=(n, self.d)) * (self.high - self.low)
+
+    def quadrature(self):
+        """Nodes (in the box's units) and weights of the covariate distribution, for the
+        efficiency bounds: a tensor-product midpoint rule with ``quad_n`` nodes per covariate
+        when given, else :func:`quadrature`."""
+        u, w = quadrature(self.d) if self.quad_n is None else tensor_midpoint(self.quad_n)
+        return self.low + u * (self.high - self.low), w
+
+    @property
+    def ate(self) -> float:
+        x, w = self.quadrature()
+        return float(np.sum(w * (self.mean(x, 1) - self.mean(x, 0))))
+
+
+@dataclass
+class FunctionEnvironment(_Box):
+    r"""Covariates uniform on ``[low, high]`` (default ``[0, 1]^d``); outcomes
+    :math:`\mu_a(x) + \sigma_a(x)\varepsilon`.
+
+    ``mu`` and ``sigma`` are pairs ``(f0, f1)`` of functions of unit-cube points ``(..., d)``
+    (:math:`u = (x - low)/(high - low)`), so a scenario is written once and lives in any units.
     ``noise`` is ``'gaussian'``, ``'t3'`` (Student-t(3) scaled to unit variance) or
     ``'bernoulli'`` (then ``mu`` is :math:`P(Y = 1)` and :math:`\sigma` is implied).
+    ``quad_n`` (one node count per covariate) selects the tensor-product midpoint rule used for
+    the efficiency bounds; a covariate nothing depends on needs one node.
     """
 
     name: str
@@ -104,26 +146,26 @@ class FunctionEnvironment:
     noise: str = "gaussian"
     d: int = 1
     description: str = ""
+    low: np.ndarray | None = None
+    high: np.ndarray | None = None
+    quad_n: tuple[int, ...] | None = None
     bounds: tuple[np.ndarray, np.ndarray] = field(init=False)
 
     def __post_init__(self):
-        self.bounds = (np.zeros(self.d), np.ones(self.d))
+        self._init_box()
         if self.noise != "bernoulli" and self.sigma is None:
             raise ValueError(f"{self.name}: sigma functions are required for {self.noise} noise")
 
-    def sample_covariates(self, rng: np.random.Generator, n: int) -> np.ndarray:
-        return rng.uniform(size=(n, self.d))
-
     def mean(self, x, arm):
-        x = np.asarray(x, dtype=float)
-        return _arm_select(arm, self.mu[1](x), self.mu[0](x))
+        u = self._unit(x)
+        return _arm_select(arm, self.mu[1](u), self.mu[0](u))
 
     def sd(self, x, arm):
-        x = np.asarray(x, dtype=float)
         if self.noise == "bernoulli":
             p = self.mean(x, arm)
             return np.sqrt(p * (1.0 - p))
-        return _arm_select(arm, self.sigma[1](x), self.sigma[0](x))
+        u = self._unit(x)
+        return _arm_select(arm, self.sigma[1](u), self.sigma[0](u))
 
     def sample_outcomes(self, rng, x, arm):
         x = np.asarray(x, dtype=float)
@@ -132,14 +174,63 @@ class FunctionEnvironment:
             return (rng.uniform(size=shape) < self.mean(x, arm)).astype(float)
         return self.mean(x, arm) + self.sd(x, arm) * _noise(rng, self.noise, shape)
 
-    def quadrature(self):
-        """Nodes and weights of the covariate distribution, for exact efficiency bounds."""
-        return quadrature(self.d)
 
-    @property
-    def ate(self) -> float:
-        u, w = quadrature(self.d)
-        return float(np.sum(w * (self.mean(u, 1) - self.mean(u, 0))))
+def hurdle_lognormal_moments(p, m, s) -> tuple[np.ndarray, np.ndarray]:
+    r"""Mean and sd of :math:`Y = B \cdot e^{m + s Z}`, :math:`B \sim \mathrm{Bernoulli}(p)`,
+    :math:`Z \sim N(0, 1)` independent (a zero-inflated lognormal, e.g. revenue with non-buyers).
+
+    :math:`E[Y] = p\, e^{m + s^2/2}` and :math:`E[Y^2] = p\, e^{2m + 2s^2}`.
+    """
+    p, m, s = (np.asarray(v, dtype=float) for v in (p, m, s))
+    mean = p * np.exp(m + 0.5 * s**2)
+    second = p * np.exp(2.0 * m + 2.0 * s**2)
+    return mean, np.sqrt(np.maximum(second - mean**2, 0.0))
+
+
+@dataclass
+class HurdleLogNormalEnvironment(_Box):
+    r"""Zero-inflated lognormal outcomes: arm :math:`a` at :math:`x` is nonzero with probability
+    :math:`p_a(u)` and then :math:`\mathrm{LogNormal}(m_a(u), s_a(u))`; mean and sd implied
+    (:func:`hurdle_lognormal_moments`). ``p``, ``m``, ``s`` are pairs ``(f0, f1)`` of functions of
+    unit-cube points, as in :class:`FunctionEnvironment`.
+    """
+
+    name: str
+    p: tuple[Callable, Callable]
+    m: tuple[Callable, Callable]
+    s: tuple[Callable, Callable]
+    d: int = 1
+    description: str = ""
+    low: np.ndarray | None = None
+    high: np.ndarray | None = None
+    quad_n: tuple[int, ...] | None = None
+    bounds: tuple[np.ndarray, np.ndarray] = field(init=False)
+
+    def __post_init__(self):
+        self._init_box()
+
+    def params(self, x, arm) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:math:`(p_a, m_a, s_a)` at covariates ``x`` (..., d)."""
+        u = self._unit(x)
+        return tuple(_arm_select(arm, f[1](u), f[0](u)) for f in (self.p, self.m, self.s))
+
+    def mean(self, x, arm):
+        return hurdle_lognormal_moments(*self.params(x, arm))[0]
+
+    def sd(self, x, arm):
+        return hurdle_lognormal_moments(*self.params(x, arm))[1]
+
+    def sample_outcomes(self, rng, x, arm):
+        p, m, s = self.params(x, arm)
+        buy = rng.uniform(size=p.shape) < p
+        return np.where(buy, np.exp(m + s * rng.standard_normal(p.shape)), 0.0)
+
+
+def tensor_midpoint(n: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Tensor-product midpoint rule on ``[0, 1]^d`` with ``n[j]`` nodes along coordinate ``j``."""
+    axes = [(np.arange(k) + 0.5) / k for k in n]
+    u = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, len(n))
+    return u, np.full(u.shape[0], 1.0 / u.shape[0])
 
 
 def quadrature(d: int, n: int = 20_000) -> tuple[np.ndarray, np.ndarray]:

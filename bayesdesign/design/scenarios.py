@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .environment import FunctionEnvironment, SeriesPriorTasks
+from .environment import FunctionEnvironment, HurdleLogNormalEnvironment, SeriesPriorTasks
 
 __all__ = ["SCENARIOS", "get_scenario"]
 
@@ -80,6 +80,75 @@ def _s5():
 @_register("S6")
 def _s6():
     return _s2_like("S6", "t3")
+
+
+# S7 and S8: covariates in their own units, tenure ``days`` in [0, 365] (u = days / 365) and past
+# ``orders`` in [0, 50] (v = orders / 50); S7 adds a decoy ``score`` in [0, 1].
+_DAYS_ORDERS = dict(low=(0.0, 0.0), high=(365.0, 50.0))
+_QUAD = 400  # midpoint nodes per covariate the truth depends on (the bounds converge as n^-2)
+
+
+@_register("S7")
+def _s7():
+    def base(u):
+        return u[..., 0] + np.sin(2 * np.pi * u[..., 1]) / 2
+
+    return FunctionEnvironment(
+        "S7",
+        mu=(base, lambda u: base(u) + 0.5 + 0.5 * u[..., 0]),
+        sigma=(
+            lambda u: np.exp(0.6 - 1.2 * u[..., 0]),
+            lambda u: np.exp(1.2 * u[..., 0] - 0.6 + 0.3 * np.cos(np.pi * u[..., 1])),
+        ),
+        d=3,
+        low=(0.0, 0.0, 0.0),
+        high=(365.0, 50.0, 1.0),
+        quad_n=(_QUAD, _QUAD, 1),
+        description="three covariates in their own units (days, orders, a decoy score)",
+    )
+
+
+def _sigmoid(z):
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+@_register("S8")
+def _s8():
+    return HurdleLogNormalEnvironment(
+        "S8",
+        p=(lambda u: _sigmoid(-2.0 + 2.0 * u[..., 1]), lambda u: _sigmoid(-1.7 + 2.0 * u[..., 1])),
+        m=(lambda u: 3.5 + 0.5 * u[..., 1],) * 2,
+        s=(lambda u: 1.3 - u[..., 0], lambda u: 0.3 + u[..., 0]),
+        d=2,
+        quad_n=(_QUAD, _QUAD),
+        description="revenue in dollars: zero-inflated lognormal, covariates days and orders",
+        **_DAYS_ORDERS,
+    )
+
+
+@_register("S9")
+def _s9():
+    return FunctionEnvironment(
+        "S9",
+        mu=(lambda u: np.cos(3.0 * _x(u)), lambda u: np.cos(3.0 * _x(u)) + 0.5),
+        sigma=(lambda u: np.exp(-1.5 * (2.0 * _x(u) - 1.0) ** 3), lambda u: np.exp(1.5 * (2.0 * _x(u) - 1.0) ** 3)),
+        description="strong heteroskedasticity: log-sd amplitude beyond the default prior's scale",
+    )
+
+
+def _high_cells(u):
+    """Cells 2 and 4 of four equal cells of [0, 1]."""
+    return np.isin(np.minimum(np.floor(4.0 * _x(u)), 3.0), (1.0, 3.0))
+
+
+@_register("S10")
+def _s10():
+    return FunctionEnvironment(
+        "S10",
+        mu=(lambda u: _x(u), lambda u: _x(u) + 1.0),
+        sigma=(lambda u: np.where(_high_cells(u), 0.4, 2.0), lambda u: np.where(_high_cells(u), 2.0, 0.4)),
+        description="a variance that jumps three times across four cells",
+    )
 
 
 def get_scenario(name: str, **kwargs):
