@@ -77,7 +77,9 @@ def main() -> None:
     "--designs",
     default="uniform,explore-then-neyman,clip-ogd,plugin-neyman,oracle",
     show_default=True,
-    help="Comma-separated design names; the oracle is always added as the reference.",
+    help="Comma-separated design names: uniform, oracle, explore-then-neyman, clip-ogd, clip-smt, "
+    "clip-ogd-sc, plugin-neyman, teacher:BACKEND:PRIOR, student:DIR (docs/concepts.md); the oracle is "
+    "always added as the reference.",
 )
 @click.option(
     "--horizon", "-T", default=2000, show_default=True, type=click.IntRange(min=10), help="Units per experiment."

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from bayesdesign.design import History, get_scenario, make_design, rescale, simulate
-from bayesdesign.design.baselines import ClipOGD, ExploreThenNeyman, PluginNeyman
+from bayesdesign.design.baselines import ClipOGD, ClipOGDSC, ClipSMT, ExploreThenNeyman, PluginNeyman
+from bayesdesign.design.environment import FunctionEnvironment
 from bayesdesign.efficiency import neyman
 
 UNIT = ([0.0], [1.0])
@@ -17,7 +18,9 @@ def _history(rng, env, n):
     return History(x, a.astype(float), y, np.full(n, 0.5))
 
 
-@pytest.mark.parametrize("name", ["uniform", "oracle", "explore-then-neyman", "clip-ogd", "plugin-neyman"])
+@pytest.mark.parametrize(
+    "name", ["uniform", "oracle", "explore-then-neyman", "clip-ogd", "clip-smt", "clip-ogd-sc", "plugin-neyman"]
+)
 def test_history_and_incremental_forms_agree(name, rng):
     env = get_scenario("S2")
     h = _history(rng, env, 300)
@@ -52,6 +55,61 @@ def test_clip_ogd_follows_the_published_update():
     assert pol.propensity_at(state, np.zeros((1, 1, 1)))[0, 0] == pytest.approx(p)
 
 
+def _feed(pol, ys, arms):
+    """Probabilities a non-contextual policy gives each unit while it is fed (y, a) one by one."""
+    state, out = pol.init(1), []
+    z = np.zeros((1, 1, 1))
+    for y, a in zip(ys, arms, strict=True):
+        out.append(float(pol.propensity_at(state, z)[0, 0]))
+        state = pol.update(state, z, np.array([[a]]), np.array([[y]]), np.array([[out[-1]]]))
+    return np.array(out)
+
+
+def test_clip_smt_follows_the_published_rule(rng):
+    """Neopane, Ramdas & Singh: Neyman rule of running mean squares, clipped at 0.5 t^(-1/3)."""
+    ys, arms = rng.normal(0.3, [1.0, 2.0], size=(40, 2)), rng.integers(0, 2, 40)
+    y = ys[np.arange(40), arms]
+    got = _feed(ClipSMT(UNIT, standardize=False), y, arms)
+    for t in range(40):  # units seen before unit t + 1
+        m = [np.mean(y[:t][arms[:t] == a] ** 2) if np.any(arms[:t] == a) else 0.0 for a in (0, 1)]
+        p = 0.5 if m[0] + m[1] == 0 else np.sqrt(m[1]) / (np.sqrt(m[1]) + np.sqrt(m[0]))
+        c = 0.5 * max(t, 1) ** (-1 / 3)
+        assert got[t] == pytest.approx(np.clip(p, c, 1 - c)), t
+
+
+def test_clip_ogd_sc_follows_the_published_update():
+    """Noarov et al.: step 1/(alpha (s+1)), clip 1/exp(log(s+2)^(1/4)) for the unit of 0-based index s."""
+    ys, arms = [0.3, -0.4, 0.2, 0.5, -0.1, 0.7], [1, 0, 0, 1, 1, 0]
+    got = _feed(ClipOGDSC(UNIT, alpha=0.49, standardize=False), ys, arms)
+    p, g = 0.5, 0.0
+    for s, (y, a) in enumerate(zip(ys, arms, strict=True)):
+        dl = 1 / np.exp(np.log(s + 2) ** 0.25)
+        p = float(np.clip(p - g / (0.49 * (s + 1)), dl, 1 - dl))
+        assert got[s] == pytest.approx(p), s
+        g = -(y**2) / p**3 if a == 1 else y**2 / (1 - p) ** 3
+
+
+@pytest.mark.parametrize("name", ["clip-smt", "clip-ogd-sc"])
+def test_non_contextual_designs_reach_the_best_constant_within_their_clip(name):
+    """Two arms with sds 1 and 2 (no covariate effect): the probability tends to 2/3, and every
+    probability respects the published clip."""
+    env = FunctionEnvironment(
+        "two-point",
+        mu=(lambda u: np.zeros(u.shape[:-1]), lambda u: np.full(u.shape[:-1], 5.0)),
+        sigma=(lambda u: np.ones(u.shape[:-1]), lambda u: np.full(u.shape[:-1], 2.0)),
+    )
+    ds = simulate(env, [name], horizon=3000, reps=16, seed=4, keep_units=16)
+    pi = ds.pi.sel(design=name).values
+    assert abs(pi[:, -500:].mean() - 2 / 3) < 0.02
+    assert abs(pi[:, :20].mean() - 2 / 3) > 0.05  # it learns: early on it is not there yet
+    n = np.arange(1, 3001)
+    if name == "clip-smt":
+        c = np.where(n > 1, 0.5 * np.maximum(n - 1, 1) ** (-1 / 3), 0.5)
+    else:
+        c = 1 / np.exp(np.log(n + 1) ** 0.25)
+    assert np.all(pi >= c - 1e-12) and np.all(pi <= 1 - c + 1e-12)
+
+
 def test_explore_then_neyman_pilot_then_fixed_rule(rng):
     env = get_scenario("S2")
     pol = ExploreThenNeyman(env.bounds, horizon=1000, pilot_fraction=0.2)
@@ -75,7 +133,7 @@ def test_plugin_neyman_learns_the_neyman_rule(rng):
 
 def test_designs_do_not_depend_on_units(rng):
     """Shifting and scaling outcomes and moving covariates to [10, 50] leaves every design unchanged."""
-    designs = ["uniform", "explore-then-neyman", "clip-ogd", "plugin-neyman"]
+    designs = ["uniform", "explore-then-neyman", "clip-ogd", "clip-smt", "clip-ogd-sc", "plugin-neyman"]
     base = simulate(get_scenario("S2"), designs, horizon=300, reps=4, seed=3)
     moved = simulate(rescale(get_scenario("S2"), [10.0], [50.0], shift=1000.0, scale=25.0), designs, 300, 4, seed=3)
     np.testing.assert_allclose(moved.pi, base.pi, atol=1e-6)

@@ -1,6 +1,6 @@
 """Environments, policies (baselines, teachers, students) and the experiment runner."""
 
-from .baselines import ClipOGD, ExploreThenNeyman, OracleNeyman, PluginNeyman, Uniform
+from .baselines import ClipOGD, ClipOGDSC, ClipSMT, ExploreThenNeyman, OracleNeyman, PluginNeyman, Uniform
 from .environment import (
     Environment,
     FunctionEnvironment,
@@ -34,5 +34,7 @@ __all__ = [
     "OracleNeyman",
     "ExploreThenNeyman",
     "ClipOGD",
+    "ClipOGDSC",
+    "ClipSMT",
     "PluginNeyman",
 ]

@@ -7,6 +7,10 @@ r"""Baseline designs a reviewer expects, all run by the same runner and scored b
                        on the pilot, held fixed.
 ``clip-ogd``           Dai, Gradu & Harshaw (2023): one probability, online gradient descent on
                        the Neyman objective, projected on :math:`[\delta_t, 1 - \delta_t]`.
+``clip-smt``           Neopane, Ramdas & Singh (2024): one probability, the Neyman rule of the
+                       arms' running second moments, clipped at :math:`\tfrac12 t^{-1/3}`.
+``clip-ogd-sc``        Noarov, Fogliato, Bertran & Roth (2025): Clip-OGD with step
+                       :math:`1/(\alpha t)` and clip :math:`1/\exp(\log(t+2)^{1/4})`.
 ``plugin-neyman``      covariate-adaptive plug-in Neyman (Kato et al. 2020, A2IPW-style): series
                        estimates of :math:`\sigma_a(x)` refitted as data arrive.
 =====================  ==========================================================================
@@ -23,7 +27,7 @@ from ..regression import SeriesRidge, SeriesStats, init_stats, update_stats
 from .environment import evaluate
 from .policy import ClipSchedule, SequentialPolicy
 
-__all__ = ["Uniform", "OracleNeyman", "ExploreThenNeyman", "ClipOGD", "PluginNeyman"]
+__all__ = ["Uniform", "OracleNeyman", "ExploreThenNeyman", "ClipOGD", "ClipOGDSC", "ClipSMT", "PluginNeyman"]
 
 
 class Count(NamedTuple):
@@ -208,11 +212,16 @@ class ClipOGD(SequentialPolicy):
     def __init__(self, bounds, horizon: int, standardize: bool = True):
         super().__init__(bounds)
         self.T = max(int(horizon), 2)
-        self.eta = 1.0 / np.sqrt(self.T)
+        self.eta0 = 1.0 / np.sqrt(self.T)
         self.standardize = standardize
 
-    def delta(self, t) -> np.ndarray:
-        return 0.5 * np.asarray(t, dtype=float) ** (-1.0 / np.sqrt(5.0 * np.log(self.T)))
+    def eta(self, n: int) -> float:
+        """Step size of the update that sets the probability of the ``n``-th unit (``n >= 2``)."""
+        return self.eta0
+
+    def delta(self, n) -> np.ndarray:
+        """Clip level of the ``n``-th unit's probability."""
+        return 0.5 * np.asarray(n, dtype=float) ** (-1.0 / np.sqrt(5.0 * np.log(self.T)))
 
     def init(self, batch):
         z = np.zeros((batch, 2))
@@ -234,7 +243,7 @@ class ClipOGD(SequentialPolicy):
                 yt = yi
             g = np.where(ai == 1, -(yt**2) / p**3, yt**2 / (1.0 - p) ** 3)
             dl = self.delta(t + i + 2)
-            p = np.clip(p - self.eta * g, dl, 1.0 - dl)
+            p = np.clip(p - self.eta(t + i + 2) * g, dl, 1.0 - dl)
             rows = np.arange(a.shape[0])
             n = n.copy()
             s1 = s1.copy()
@@ -249,3 +258,94 @@ class ClipOGD(SequentialPolicy):
 
     def propensity_at(self, state, x):
         return self._raw(state, x)
+
+
+class ClipOGDSC(ClipOGD):
+    r"""ClipOGD\ :sup:`SC` (Noarov, Fogliato, Bertran & Roth, *Stronger Neyman regret guarantees
+    for adaptive experimental design*, ICML 2025, arXiv 2502.17427), non-contextual.
+
+    Clip-OGD with the strongly convex step :math:`\eta_s = 1/(\alpha (s + 1))` and the clip
+    :math:`\delta_s = 1/\exp(\log(s + 2)^{1/4})` for the unit of 0-based index :math:`s`
+    (:math:`\tilde O(\log T)` Neyman regret, anytime: no horizon enters), ``alpha = 0.49`` as in
+    the authors' code (github.com/amazon-science/adaptive-abtester). The gradient and the
+    standardization of :math:`Y` are those of :class:`ClipOGD`.
+    """
+
+    name = "clip-ogd-sc"
+
+    def __init__(self, bounds, horizon: int | None = None, alpha: float = 0.49, standardize: bool = True):
+        super().__init__(bounds, horizon or 2, standardize)
+        if not alpha > 0:
+            raise ValueError(f"alpha: expected a positive strong-convexity parameter, got {alpha}")
+        self.alpha = alpha
+
+    def eta(self, n: int) -> float:
+        return 1.0 / (self.alpha * n)  # n = s + 1 for the unit of 0-based index s
+
+    def delta(self, n) -> np.ndarray:
+        return 1.0 / np.exp(np.log(np.asarray(n, dtype=float) + 1.0) ** 0.25)
+
+
+class SMTState(NamedTuple):
+    t: int
+    n: np.ndarray  # (B, 2) past units per arm
+    s1: np.ndarray  # (B, 2) sum of outcomes per arm
+    s2: np.ndarray  # (B, 2) sum of squared outcomes per arm
+
+
+class ClipSMT(SequentialPolicy):
+    r"""ClipSMT (Neopane, Ramdas & Singh, *Logarithmic Neyman regret for adaptive estimation of
+    the average treatment effect*, arXiv 2411.14341), non-contextual.
+
+    After :math:`t` units the next probability is the Neyman rule of the arms' running second
+    moments, :math:`p = \sqrt{m_1}/(\sqrt{m_1} + \sqrt{m_0})`, clipped to
+    :math:`[c_t, 1 - c_t]` with :math:`c_t = \tfrac12 t^{-1/3}` (1/2 before any unit; no floor).
+    As published :math:`m_a` is the mean of :math:`Y^2` over arm :math:`a`'s units
+    (``standardize=False``; the IPW objective). By default :math:`m_a` is the arm's running
+    variance (about its own mean, the AIPW objective every design here is scored by), which makes
+    the design independent of the units of ``y``; an arm with fewer than two units takes the
+    pooled variance. With both moments zero the probability is 1/2.
+    """
+
+    name = "clip-smt"
+
+    def __init__(self, bounds, standardize: bool = True):
+        super().__init__(bounds)
+        self.standardize = standardize
+
+    def clip_level(self, t) -> np.ndarray:
+        """:math:`c_t` after ``t`` units."""
+        t = np.asarray(t, dtype=float)
+        return np.where(t >= 1, 0.5 * np.maximum(t, 1.0) ** (-1.0 / 3.0), 0.5)
+
+    def init(self, batch):
+        z = np.zeros((batch, 2))
+        return SMTState(0, z, z.copy(), z.copy())
+
+    def update(self, state, x, a, y, pi):
+        w = np.stack([1.0 - np.asarray(a, float), np.asarray(a, float)], axis=1)  # (B, 2, m)
+        y = np.asarray(y, dtype=float)[:, None]
+        return SMTState(
+            state.t + y.shape[-1], state.n + w.sum(-1), state.s1 + (w * y).sum(-1), state.s2 + (w * y * y).sum(-1)
+        )
+
+    def moments(self, state) -> np.ndarray:
+        """The second moments :math:`m_a` (B, 2) the rule uses."""
+        n, s1, s2 = state.n, state.s1, state.s2
+        nn = np.maximum(n, 1.0)
+        if not self.standardize:
+            return s2 / nn
+        tot = np.maximum(n.sum(-1), 1.0)
+        pooled = np.maximum(s2.sum(-1) / tot - (s1.sum(-1) / tot) ** 2, 0.0)
+        var = np.maximum(s2 / nn - (s1 / nn) ** 2, 0.0)
+        return np.where(n > 1, var, pooled[:, None])
+
+    def _raw(self, state, x):
+        r = np.sqrt(self.moments(state))
+        tot = r.sum(-1)
+        p = np.where(tot > 0, r[:, 1] / np.where(tot > 0, tot, 1.0), 0.5)
+        return np.broadcast_to(p[:, None], x.shape[:-1]).copy()
+
+    def propensity_at(self, state, x):
+        c = self.clip_level(state.t)
+        return np.clip(self._raw(state, x), c, 1.0 - c)

@@ -332,7 +332,6 @@ class SeriesPriorTasks:
         return SeriesTaskBatch(tm, ts, self.n_terms, self.d, name=self.name)
 
 
-
 @dataclass
 class Rescaled:
     """Wrap an environment so covariates live on ``[low, high]`` and outcomes are
@@ -435,4 +434,3 @@ def evaluate(env, method: str, x: np.ndarray, arm, rng: np.random.Generator | No
     if out.size != b * m:
         raise ValueError(f"environment.{method}: expected {b * m} values (one per row of x), got shape {out.shape}")
     return out.reshape(b, m)
-

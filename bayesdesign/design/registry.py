@@ -1,6 +1,7 @@
 """Design names on the command line and in :func:`~bayesdesign.simulate`.
 
-``uniform``, ``oracle``, ``explore-then-neyman``, ``clip-ogd``, ``plugin-neyman``; later issues
+``uniform``, ``oracle``, ``explore-then-neyman``, ``clip-ogd``, ``clip-smt``, ``clip-ogd-sc``,
+``plugin-neyman``; later issues
 add ``teacher:BACKEND:PRIOR`` and ``student:DIR``. Prefixed names dispatch to factories
 registered with :func:`register_prefix`.
 """
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from .baselines import ClipOGD, ExploreThenNeyman, OracleNeyman, PluginNeyman, Uniform
+from .baselines import ClipOGD, ClipOGDSC, ClipSMT, ExploreThenNeyman, OracleNeyman, PluginNeyman, Uniform
 
 __all__ = ["BASELINES", "make_design", "register_prefix", "design_names"]
 
@@ -18,6 +19,8 @@ BASELINES: dict[str, Callable] = {
     "oracle": lambda env, horizon: OracleNeyman(env),
     "explore-then-neyman": lambda env, horizon: ExploreThenNeyman(env.bounds, horizon),
     "clip-ogd": lambda env, horizon: ClipOGD(env.bounds, horizon),
+    "clip-smt": lambda env, horizon: ClipSMT(env.bounds),
+    "clip-ogd-sc": lambda env, horizon: ClipOGDSC(env.bounds, horizon),
     "plugin-neyman": lambda env, horizon: PluginNeyman(env.bounds),
 }
 
