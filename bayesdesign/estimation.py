@@ -23,7 +23,7 @@ from typing import NamedTuple
 import numpy as np
 from scipy import stats
 
-from .regression import SeriesRidge, sequential_predictions
+from .regression import SeriesRidge, nuisance_fitter, sequential_predictions
 from .validation import check_arms, check_finite, check_in_bounds, check_propensity
 
 __all__ = ["AIPWResult", "aipw", "ipw", "difference_in_means", "wald_interval", "analyze", "read_log"]
@@ -73,7 +73,8 @@ def aipw(x, a, y, pi, bounds=None, fitter: SeriesRidge | None = None, min_arm_ob
         estimates many experiments at once.
     a, y, pi : (T,) or (B, T) arms (0/1), outcomes and the treatment probabilities used.
     bounds : (low, high) covariate box of the series fitter; defaults to the data's range.
-    fitter : the nuisance fitter (default :class:`SeriesRidge`), shared by every design compared.
+    fitter : the nuisance fitter (default :func:`~bayesdesign.regression.nuisance_fitter`, a
+        :class:`SeriesRidge`), shared by every design compared.
     """
     x, a, y, pi, squeeze = _batch(x, a, y, pi)
     if bounds is None:
@@ -82,7 +83,7 @@ def aipw(x, a, y, pi, bounds=None, fitter: SeriesRidge | None = None, min_arm_ob
         bounds = (lo, np.where(hi > lo, hi, lo + 1.0))
     else:
         check_in_bounds("x", x, np.asarray(bounds[0], float), np.asarray(bounds[1], float))
-    fitter = fitter or SeriesRidge(bounds)
+    fitter = fitter or nuisance_fitter(bounds)
     m, n_prev = sequential_predictions(fitter, x, a, y)
     m0, m1 = m[..., 0], m[..., 1]
     G = m1 - m0 + a * (y - m1) / pi - (1 - a) * (y - m0) / (1.0 - pi)

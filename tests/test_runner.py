@@ -70,6 +70,8 @@ def test_oracle_mse_matches_v_star_and_uniform_ratio():
     v_star = 2 + (np.e**2 - np.e**-2) / 2
     assert 2000 * float(mse.sel(design="oracle")) / v_star == pytest.approx(1.0, abs=0.05)
     assert float(mse.sel(design="uniform") / mse.sel(design="oracle")) == pytest.approx(1.289, rel=0.05)
+    rod = summarize(ds)["realized_over_design"]
+    assert rod["oracle"] == pytest.approx(1.0, abs=0.1) and rod["uniform"] == pytest.approx(1.0, abs=0.1)
 
 
 def test_cli_simulate_json_contract(tmp_path):
@@ -116,8 +118,8 @@ def test_cli_analyze_and_errors(tmp_path, rng):
     assert out["lower"] < out["ate"] < out["upper"] and out["n_units"] == t
     res = CliRunner().invoke(main, ["analyze", str(tmp_path / "log.csv"), "--propensity", "p"])
     assert res.exit_code == 2 and "missing column 'p'" in res.output
-    res = CliRunner().invoke(main, ["simulate", "--scenario", "S9", "-T", "50", "-R", "1"])
-    assert res.exit_code == 2 and "scenario: unknown name 'S9'" in res.output
+    res = CliRunner().invoke(main, ["simulate", "--scenario", "S11", "-T", "50", "-R", "1"])
+    assert res.exit_code == 2 and "scenario: unknown name 'S11'" in res.output
     res = CliRunner().invoke(main, ["simulate", "--designs", "uniform,nope", "-T", "50", "-R", "1"])
     assert res.exit_code == 2 and "design: unknown name 'nope'" in res.output
     res = CliRunner().invoke(main, ["simulate", "--help"])

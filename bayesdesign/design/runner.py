@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from ..efficiency import design_variance, neyman, truth
 from ..estimation import aipw, wald_interval
-from ..regression import SeriesRidge
+from ..regression import nuisance_fitter
 from ..validation import check_finite, check_in_bounds
 from .environment import evaluate, is_task_distribution
 from .policy import History, IncrementalPolicy
@@ -135,7 +135,7 @@ def simulate(
         names.append("oracle")
     if len(set(names)) != len(names):
         raise ValueError(f"designs: names must be unique, got {names}")
-    fitter = SeriesRidge(env_run.bounds, **(fitter_kwargs or {}))
+    fitter = nuisance_fitter(env_run.bounds, **(fitter_kwargs or {}))
     if has_truth:
         tr = type(truth(env_run))(*(np.broadcast_to(v, (reps,)) for v in truth(env_run)))
         sd1, sd0 = evaluate(env_run, "sd", x, 1), evaluate(env_run, "sd", x, 0)
