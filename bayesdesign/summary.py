@@ -4,6 +4,8 @@ Fields (stable; scripts read them): ``mse``, ``mse_ratio`` (to the oracle on the
 ``bias``, ``coverage`` (of the 95% Wald interval), ``mean_abs_pi_error`` (mean
 :math:`|\\pi_t - \\pi^*(X_t)|`) and ``design_var_ratio`` (the variance the realised allocations
 imply, with the true sds, over :math:`V^*`).
+``cs_coverage``: share of replications whose anytime-valid confidence sequence
+(:mod:`~bayesdesign.confseq`) holds the ATE at every look from the first scored unit to T.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import xarray as xr
 __all__ = ["FIELDS", "summarize", "format_table", "to_json_dict"]
 
 FIELDS = ("mse", "mse_ratio", "bias", "coverage", "mean_abs_pi_error", "design_var_ratio")
+FIELDS += ("cs_coverage",)
 
 
 def summarize(ds: xr.Dataset) -> pd.DataFrame:
@@ -39,6 +42,7 @@ def summarize(ds: xr.Dataset) -> pd.DataFrame:
             "coverage": float(ds.covered.sel(design=name).mean()),
             "mean_abs_pi_error": float(ds.abs_pi_err.sel(design=name).mean()),
             "design_var_ratio": float(dvr.sel(design=name)),
+            "cs_coverage": float(ds.cs_covered.sel(design=name).mean()) if "cs_covered" in ds else math.nan,
         }
     df = pd.DataFrame.from_dict(rows, orient="index")
     df.index.name = "design"
