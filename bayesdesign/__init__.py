@@ -25,6 +25,16 @@ def load_policy(path="pretrained", prior=None, bounds=None, override: bool = Fal
     return _load(path, prior=prior, bounds=bounds, override=override, device=device, backend=backend)
 
 
+def __getattr__(name: str):
+    """``Experiment`` (:mod:`bayesdesign.experiment`) is imported on first use: it needs the ``serve``
+    extra (SQLAlchemy)."""
+    if name == "Experiment":
+        from .experiment import Experiment
+
+        return Experiment
+    raise AttributeError(f"module 'bayesdesign' has no attribute {name!r}")
+
+
 __all__ = [
     "__version__",
     "io",
@@ -40,4 +50,5 @@ __all__ = [
     "Policy",
     "History",
     "ClipSchedule",
+    "Experiment",
 ]

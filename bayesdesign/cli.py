@@ -293,28 +293,44 @@ def distil(traces_files, out, steps, batch_size, lr, seed, device, max_seconds, 
 @click.option("--propensity", default="pi", show_default=True, help="The treatment probability used for each unit.")
 @click.option("--level", default=0.95, show_default=True, type=click.FloatRange(0, 1, min_open=True, max_open=True))
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def analyze(log, covariates, arm, outcome, propensity, level, as_json):
+@click.option("--anytime", is_flag=True, help="Also the anytime-valid confidence sequence (valid at every look).")
+@click.option("--cs-horizon", type=click.IntRange(min=1), default=None,
+              help="With --anytime: scored units the sequence is tuned for (default: those in the log).")
+def analyze(log, covariates, arm, outcome, propensity, level, as_json, anytime, cs_horizon):
     """ATE, standard error and interval of a logged experiment.
 
     LOG is a CSV or parquet table with one row per unit in arrival order: covariates, the arm
     (0/1), the outcome and the probability of treatment actually used. The estimator is AIPW
-    with series nuisances fitted on earlier units only, valid under adaptive designs.
+    with series nuisances fitted on earlier units only, valid under adaptive designs. A service log
+    (`bayesdesign serve`'s log.csv) is read as is: unit_id is ignored, pending units left out.
     """
     from .estimation import analyze as run
+    from .serve.logfile import analysis_source
 
+    source, note = analysis_source(log, outcome)
+    if note:
+        click.echo(note, err=True)
     res = run(
-        log,
+        source,
         covariates=_split(covariates) if covariates else None,
         arm=arm,
         outcome=outcome,
         propensity=propensity,
         level=level,
     )
+    if anytime:
+        from .confseq import analyze_anytime
+
+        cov = _split(covariates) if covariates else None
+        res.update(analyze_anytime(source, cov, arm, outcome, propensity, alpha=1 - level, n_star=cs_horizon))
     if as_json:
         click.echo(json.dumps(res, indent=2))
         return
     pct = f"{100 * level:g}%"
     click.echo(f"ATE (AIPW)  {res['ate']:.6g}   se {res['se']:.4g}   {pct} CI [{res['lower']:.6g}, {res['upper']:.6g}]")
+    if anytime:
+        click.echo(f"anytime-valid {pct} confidence sequence [{res['cs_lower']:.6g}, {res['cs_upper']:.6g}] "
+                   f"(tuned for {res['cs_n_star']:g} scored units; valid at every look)")
     click.echo(f"units {res['n_units']} ({res['n_treated']} treated), {res['n_scored']} scored")
     click.echo(
         f"reference: difference in means {res['dim']:.6g} (se {res['dim_se']:.4g}), "
@@ -362,6 +378,42 @@ def demo(scenario, horizon, reps, seed, out):
     report = write_report([path], out / "report.html", title=f"bayesdesign demo: {scenario}, T = {horizon}")
     click.echo(format_table(summarize(ds)))
     click.echo(f"\nresults: {path}  ({ds.attrs['seconds']} s)\nplot:    {out / 'pi_over_time.png'}\nreport:  {report}")
+
+
+@main.command()
+@click.option("--db", default="bayesdesign.db", show_default=True,
+              help="SQLite file (created if absent) or a database URL, e.g. postgresql://user@host/db.")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Interface to bind (127.0.0.1: this machine only).")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--api-keys-file", type=click.Path(dir_okay=False), default=None,
+              help="File of API keys, one per line (else the environment variable BAYESDESIGN_API_KEYS, "
+                   "comma-separated).")
+@click.option("--insecure-no-auth", is_flag=True, help="Serve without API keys (never on a shared network).")
+@click.option("--log-level", default="warning", show_default=True,
+              type=click.Choice(["critical", "error", "warning", "info", "debug"]))
+def serve(db, host, port, api_keys_file, insecure_no_auth, log_level):
+    """Serve live experiments over HTTP: assignments from a design, committed to a durable log
+    before they are answered; outcomes any time later; AIPW analysis with an anytime-valid
+    confidence sequence. API contract and OpenAPI page: docs/serve.md, http://HOST:PORT/docs.
+    """
+    import uvicorn
+
+    from .serve.app import create_app
+    from .serve.auth import ENV_VAR, load_keys
+
+    if insecure_no_auth and api_keys_file:
+        raise ValueError("--insecure-no-auth, --api-keys-file: give at most one of them")
+    keys = None
+    if not insecure_no_auth:
+        keys = load_keys(api_keys_file)
+        if not keys:
+            raise ValueError(f"no API key: give --api-keys-file FILE or set {ENV_VAR}, "
+                             "or --insecure-no-auth to serve without authentication")
+    app = create_app(db, keys)
+    auth = "no authentication (--insecure-no-auth)" if keys is None else f"{len(keys)} API key(s)"
+    click.echo(f"bayesdesign serve: http://{host}:{port} over {db}, {auth}", err=True)
+    uvicorn.run(app, host=host, port=port, log_level=log_level)
 
 
 from .diagnostics.cli import diagnose, report  # noqa: E402

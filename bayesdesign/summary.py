@@ -5,6 +5,8 @@ Fields (stable; scripts read them): ``mse``, ``mse_ratio`` (to the oracle on the
 :math:`|\\pi_t - \\pi^*(X_t)|`) and ``design_var_ratio`` (the variance the realised allocations
 imply, with the true sds, over :math:`V^*`) and ``realized_over_design`` (:math:`T \\cdot` MSE over
 the mean design variance: 1 when the estimator keeps what the design gains).
+``cs_coverage``: share of replications whose anytime-valid confidence sequence
+(:mod:`~bayesdesign.confseq`) holds the ATE at every look from the first scored unit to T.
 """
 
 from __future__ import annotations
@@ -17,7 +19,16 @@ import xarray as xr
 
 __all__ = ["FIELDS", "summarize", "format_table", "to_json_dict"]
 
-FIELDS = ("mse", "mse_ratio", "bias", "coverage", "mean_abs_pi_error", "design_var_ratio", "realized_over_design")
+FIELDS = (
+    "mse",
+    "mse_ratio",
+    "bias",
+    "coverage",
+    "mean_abs_pi_error",
+    "design_var_ratio",
+    "realized_over_design",
+    "cs_coverage",
+)
 
 
 def summarize(ds: xr.Dataset) -> pd.DataFrame:
@@ -42,6 +53,7 @@ def summarize(ds: xr.Dataset) -> pd.DataFrame:
             "mean_abs_pi_error": float(ds.abs_pi_err.sel(design=name).mean()),
             "design_var_ratio": float(dvr.sel(design=name)),
             "realized_over_design": float(ds.attrs["horizon"] * mse.sel(design=name) / dv.sel(design=name)),
+            "cs_coverage": float(ds.cs_covered.sel(design=name).mean()) if "cs_covered" in ds else math.nan,
         }
     df = pd.DataFrame.from_dict(rows, orient="index")
     df.index.name = "design"

@@ -15,6 +15,7 @@ import numpy as np
 import xarray as xr
 from tqdm.auto import tqdm
 
+from ..confseq import aipw_confseq, covers_always
 from ..efficiency import design_variance, neyman, truth
 from ..estimation import aipw, wald_interval
 from ..regression import nuisance_fitter
@@ -118,8 +119,10 @@ def simulate(
 
     Returns
     -------
-    xarray.Dataset with per-replication ``tau_hat, se, covered, design_var, abs_pi_err`` (dims
-    ``design, rep``) and ``ate, v_star, v_uniform, var_tau`` (``rep``), and per-unit records
+    xarray.Dataset with per-replication ``tau_hat, se, covered, design_var, abs_pi_err`` and
+    ``cs_covered`` (the anytime-valid confidence sequence of :mod:`~bayesdesign.confseq`, tuned
+    for ``horizon``, holds the ATE at every look) (dims ``design, rep``) and
+    ``ate, v_star, v_uniform, var_tau`` (``rep``), and per-unit records
     ``x, a, y, pi, G, scored, pi_star, sd1, sd0`` over ``(design,) unit_rep, t`` where
     ``unit_rep`` indexes the first ``keep_units`` replications (all by default).
     """
@@ -142,7 +145,7 @@ def simulate(
         pi_star = neyman(sd1, sd0)
     keep = reps if keep_units is None else min(keep_units, reps)
     per_unit = {k: [] for k in ("pi", "a", "y", "G", "scored")}
-    per_rep = {k: [] for k in ("tau_hat", "se", "design_var", "abs_pi_err")}
+    per_rep = {k: [] for k in ("tau_hat", "se", "design_var", "abs_pi_err", "cs_covered")}
     for name, dsg in zip(names, designs, strict=True):
         policy = make_design(dsg, env_run, horizon=horizon) if isinstance(dsg, str) else dsg
         pi, a, y = run_design(policy, x, y0, y1, u, batch_size, progress, label=name)
@@ -154,6 +157,7 @@ def simulate(
         if has_truth:
             per_rep["design_var"].append(design_variance(pi, sd1, sd0).mean(-1) + tr.var_tau)
             per_rep["abs_pi_err"].append(np.abs(pi - pi_star).mean(-1))
+            per_rep["cs_covered"].append(covers_always(aipw_confseq(res, n_star=horizon), tr.ate))
     dims_u, dims_r = ("design", "unit_rep", "t"), ("design", "rep")
     data = {k: (dims_u, np.stack(v)) for k, v in per_unit.items()}
     data["x"] = (("unit_rep", "t", "covariate"), x[:keep])
