@@ -66,10 +66,19 @@ def main() -> None:
     help="Replay a finished trial from this CSV/parquet table instead of a scenario.",
 )
 @click.option(
-    "--covariates", default=None, help="With --replay: comma-separated covariate columns (default: all other columns)."
+    "--covariates",
+    default=None,
+    help="With --replay: comma-separated covariate columns (default: every numeric column but arm, outcome and "
+    "propensity; an id-like column stops the run).",
 )
 @click.option("--arm", default="a", show_default=True, help="With --replay: the 0/1 arm column.")
 @click.option("--outcome", default="y", show_default=True, help="With --replay: the outcome column.")
+@click.option(
+    "--propensity",
+    default="pi",
+    show_default=True,
+    help="With --replay: the trial's treatment-probability column, if any (never a covariate).",
+)
 @click.option("--k", default=20, show_default=True, help="With --replay: neighbours per arm defining the outcome law.")
 @click.option(
     "--designs",
@@ -112,6 +121,7 @@ def simulate(
     covariates,
     arm,
     outcome,
+    propensity,
     k,
     designs,
     horizon,
@@ -141,10 +151,17 @@ def simulate(
         env = PriorTasks(prior)
     elif replay:
         from .design.replay import ReplayEnvironment
-        from .estimation import read_log
 
-        cols = _split(covariates) if covariates else [c for c in read_log(replay).columns if c not in (arm, outcome)]
-        env = ReplayEnvironment(replay, cols, arm=arm, outcome=outcome, k=k, name=Path(replay).stem)
+        env = ReplayEnvironment(
+            replay,
+            _split(covariates) if covariates else None,
+            arm=arm,
+            outcome=outcome,
+            propensity=propensity,
+            k=k,
+            name=Path(replay).stem,
+        )
+        click.echo(f"replay {replay}: {_covariates_line(env.covariates, covariates)}", err=True)
     else:
         env = get_scenario(scenario)
     ds = run(
@@ -281,9 +298,19 @@ def distil(traces_files, out, steps, batch_size, lr, seed, device, max_seconds, 
     click.echo(f"student: {out}  {res}")
 
 
+def _covariates_line(used: list[str], given: str | None) -> str:
+    how = "from --covariates" if given else "every other numeric column; choose with --covariates"
+    return f"covariates {', '.join(used)} ({how})"
+
+
 @main.command()
 @click.argument("log", type=click.Path(dir_okay=False))
-@click.option("--covariates", default=None, help="Comma-separated covariate columns (default: every other column).")
+@click.option(
+    "--covariates",
+    default=None,
+    help="Comma-separated covariate columns (default: every numeric column but arm, outcome and propensity; "
+    "an id-like column, a distinct integer per row, stops the run).",
+)
 @click.option("--arm", default="a", show_default=True, help="The 0/1 arm column.")
 @click.option("--outcome", default="y", show_default=True, help="The outcome column.")
 @click.option("--propensity", default="pi", show_default=True, help="The treatment probability used for each unit.")
@@ -294,7 +321,9 @@ def analyze(log, covariates, arm, outcome, propensity, level, as_json):
 
     LOG is a CSV or parquet table with one row per unit in arrival order: covariates, the arm
     (0/1), the outcome and the probability of treatment actually used. The estimator is AIPW
-    with series nuisances fitted on earlier units only, valid under adaptive designs.
+    with series nuisances fitted on earlier units only, valid under adaptive designs. The first
+    units, before 3 units of each arm have been observed, are not scored (their nuisance fits
+    would have no data).
     """
     from .estimation import analyze as run
 
@@ -311,11 +340,22 @@ def analyze(log, covariates, arm, outcome, propensity, level, as_json):
         return
     pct = f"{100 * level:g}%"
     click.echo(f"ATE (AIPW)  {res['ate']:.6g}   se {res['se']:.4g}   {pct} CI [{res['lower']:.6g}, {res['upper']:.6g}]")
-    click.echo(f"units {res['n_units']} ({res['n_treated']} treated), {res['n_scored']} scored")
+    click.echo(_covariates_line(res["covariates"], covariates))
+    unscored = res["n_units"] - res["n_scored"]
+    click.echo(
+        f"units {res['n_units']} ({res['n_treated']} treated), {res['n_scored']} scored: the first {unscored} "
+        f"came before {res['min_arm_obs']} units of each arm had been observed, so no nuisance fit existed for them"
+    )
     click.echo(
         f"reference: difference in means {res['dim']:.6g} (se {res['dim_se']:.4g}), "
         f"IPW {res['ipw']:.6g} (se {res['ipw_se']:.4g})"
     )
+    if res["se"] > res["dim_se"]:
+        click.echo(
+            "note: the AIPW se exceeds the difference in means' because AIPW weights each outcome by 1/pi and "
+            "fits its nuisances on earlier units only (noisy early on); the difference-in-means se assumes "
+            "fixed assignment probabilities and is not valid under an adaptive design"
+        )
 
 
 @main.command()
