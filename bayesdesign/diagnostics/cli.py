@@ -247,7 +247,9 @@ def student(student_dir, traces_path, bins, seed, out, as_json):
     res = {
         "pit_uniform": {str(s): bool(v) for s, v in zip(ds.source.values, ds.pit_passed.values, strict=True)},
         "pit_ks": {str(s): float(v) for s, v in zip(ds.source.values, ds.pit_ks.values, strict=True)},
-        "gate_ece": {str(s): float(v) for s, v in zip(ds.source.values, ds.ece.values, strict=True)},
+        "gate_ece": {  # null for a prior with one smoothness class: no gate to calibrate
+            str(s): float(v) if v == v else None for s, v in zip(ds.source.values, ds.ece.values, strict=True)
+        },
         "imitation_error": {int(n): float(v) for n, v in zip(ds.n_obs.values, ds.imitation_error.values, strict=True)},
     }
     if as_json:
