@@ -273,7 +273,8 @@ def traces(prior, backend, tasks, horizon, queries, refit_every, chunk_tasks, se
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: only on a terminal).")
 def distil(traces_files, out, steps, batch_size, lr, seed, device, max_seconds, no_resume, dagger_rounds,
            dagger_tasks, progress):
-    """Distil teacher traces into a student transformer (a policy that decides in ~1 ms).
+    """Distil teacher traces into a student transformer, a policy that decides in about 0.13 ms at a
+    history of 1000 units (the shipped architecture, docs/benchmarks.md).
 
     Resumes from the checkpoint in OUT unless --no-resume; deterministic for a seed. The
     checkpoint is safetensors weights plus a JSON config recording the prior, its hash, the
@@ -295,7 +296,22 @@ def distil(traces_files, out, steps, batch_size, lr, seed, device, max_seconds, 
         dagger_tasks=dagger_tasks,
         progress=_progress(progress),
     )
-    click.echo(f"student: {out}  {res}")
+    click.echo(_distil_summary(res))
+
+
+def _distil_summary(res) -> str:
+    """Two lines: where the student is, and its last validation against the untrained start."""
+    m = res.metrics
+    head = f"student: {res.path}  (step {m.get('step', '?')})"
+    if "val_loss" not in m:
+        return head + "\nno validation figures (no held-out traces)"
+    start = res.history[0] if res.history and res.history[0].get("step") == 0 else None
+    was = f" (untrained {start['val_loss']:.4f})" if start else ""
+    gate = f", gate total variation {m['val_gate_tv']:.4f}" if "val_gate_tv" in m else ""
+    return (
+        f"{head}\nvalidation: loss {m['val_loss']:.4f}{was}, mean |pi - teacher pi| {m['val_pi_mae']:.4f} "
+        f"(burn-in and clip applied; unclipped {m['val_pi_mae_raw']:.4f}){gate}"
+    )
 
 
 def _covariates_line(used: list[str], given: str | None) -> str:

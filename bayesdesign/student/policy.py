@@ -80,7 +80,7 @@ class StudentPolicy(SequentialPolicy):
         (``torch.set_num_threads``). Default 1: the student's operations are too small to gain
         from more, and on shared cores extra threads made the student design about 4x slower.
     backend : ``"engine"``: the compiled inference engine (:mod:`bayesdesign.student.engine`):
-        about 0.15 ms per decision at a history of 1000 units, against 0.9 ms for torch, and
+        about 0.13 ms per decision at a history of 1000 units, against 0.7–0.9 ms for torch, and
         faster per replication in lockstep too; compiled on first use (about 40 s once per
         machine; Numba caches it on disk). ``"torch"``: the torch model with cached history
         encodings; faster when one history answers hundreds of queries at once (a grid for a
