@@ -68,10 +68,19 @@ def main() -> None:
     help="Replay a finished trial from this CSV/parquet table instead of a scenario.",
 )
 @click.option(
-    "--covariates", default=None, help="With --replay: comma-separated covariate columns (default: all other columns)."
+    "--covariates",
+    default=None,
+    help="With --replay: comma-separated covariate columns (default: every numeric column but arm, outcome and "
+    "propensity; an id-like column stops the run).",
 )
 @click.option("--arm", default="a", show_default=True, help="With --replay: the 0/1 arm column.")
 @click.option("--outcome", default="y", show_default=True, help="With --replay: the outcome column.")
+@click.option(
+    "--propensity",
+    default="pi",
+    show_default=True,
+    help="With --replay: the trial's treatment-probability column, if any (never a covariate).",
+)
 @click.option("--k", default=20, show_default=True, help="With --replay: neighbours per arm defining the outcome law.")
 @click.option(
     "--designs",
@@ -116,6 +125,7 @@ def simulate(
     covariates,
     arm,
     outcome,
+    propensity,
     k,
     designs,
     horizon,
@@ -145,10 +155,17 @@ def simulate(
         env = PriorTasks(prior)
     elif replay:
         from .design.replay import ReplayEnvironment
-        from .estimation import read_log
 
-        cols = _split(covariates) if covariates else [c for c in read_log(replay).columns if c not in (arm, outcome)]
-        env = ReplayEnvironment(replay, cols, arm=arm, outcome=outcome, k=k, name=Path(replay).stem)
+        env = ReplayEnvironment(
+            replay,
+            _split(covariates) if covariates else None,
+            arm=arm,
+            outcome=outcome,
+            propensity=propensity,
+            k=k,
+            name=Path(replay).stem,
+        )
+        click.echo(f"replay {replay}: {_covariates_line(env.covariates, covariates)}", err=True)
     else:
         env = get_scenario(scenario)
     ds = run(
@@ -260,7 +277,8 @@ def traces(prior, backend, tasks, horizon, queries, refit_every, chunk_tasks, se
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: only on a terminal).")
 def distil(traces_files, out, steps, batch_size, lr, seed, device, max_seconds, no_resume, dagger_rounds,
            dagger_tasks, progress):
-    """Distil teacher traces into a student transformer (a policy that decides in ~1 ms).
+    """Distil teacher traces into a student transformer, a policy that decides in about 0.13 ms at a
+    history of 1000 units (the shipped architecture, docs/benchmarks.md).
 
     Resumes from the checkpoint in OUT unless --no-resume; deterministic for a seed. The
     checkpoint is safetensors weights plus a JSON config recording the prior, its hash, the
@@ -282,12 +300,37 @@ def distil(traces_files, out, steps, batch_size, lr, seed, device, max_seconds, 
         dagger_tasks=dagger_tasks,
         progress=_progress(progress),
     )
-    click.echo(f"student: {out}  {res}")
+    click.echo(_distil_summary(res))
+
+
+def _distil_summary(res) -> str:
+    """Two lines: where the student is, and its last validation against the untrained start."""
+    m = res.metrics
+    head = f"student: {res.path}  (step {m.get('step', '?')})"
+    if "val_loss" not in m:
+        return head + "\nno validation figures (no held-out traces)"
+    start = res.history[0] if res.history and res.history[0].get("step") == 0 else None
+    was = f" (untrained {start['val_loss']:.4f})" if start else ""
+    gate = f", gate total variation {m['val_gate_tv']:.4f}" if "val_gate_tv" in m else ""
+    return (
+        f"{head}\nvalidation: loss {m['val_loss']:.4f}{was}, mean |pi - teacher pi| {m['val_pi_mae']:.4f} "
+        f"(burn-in and clip applied; unclipped {m['val_pi_mae_raw']:.4f}){gate}"
+    )
+
+
+def _covariates_line(used: list[str], given: str | None) -> str:
+    how = "from --covariates" if given else "every other numeric column; choose with --covariates"
+    return f"covariates {', '.join(used)} ({how})"
 
 
 @main.command()
 @click.argument("log", type=click.Path(dir_okay=False))
-@click.option("--covariates", default=None, help="Comma-separated covariate columns (default: every other column).")
+@click.option(
+    "--covariates",
+    default=None,
+    help="Comma-separated covariate columns (default: every numeric column but arm, outcome and propensity; "
+    "an id-like column, a distinct integer per row, stops the run).",
+)
 @click.option("--arm", default="a", show_default=True, help="The 0/1 arm column.")
 @click.option("--outcome", default="y", show_default=True, help="The outcome column.")
 @click.option("--propensity", default="pi", show_default=True, help="The treatment probability used for each unit.")
@@ -301,8 +344,10 @@ def analyze(log, covariates, arm, outcome, propensity, level, as_json, anytime, 
 
     LOG is a CSV or parquet table with one row per unit in arrival order: covariates, the arm
     (0/1), the outcome and the probability of treatment actually used. The estimator is AIPW
-    with series nuisances fitted on earlier units only, valid under adaptive designs. A service log
-    (`bayesdesign serve`'s log.csv) is read as is: unit_id is ignored, pending units left out.
+    with series nuisances fitted on earlier units only, valid under adaptive designs. The first
+    units, before 3 units of each arm have been observed, are not scored (their nuisance fits
+    would have no data). A service log (`bayesdesign serve`'s log.csv) is read as is: unit_id is
+    ignored, pending units left out.
     """
     from .estimation import analyze as run
     from .serve.logfile import analysis_source
@@ -331,11 +376,22 @@ def analyze(log, covariates, arm, outcome, propensity, level, as_json, anytime, 
     if anytime:
         click.echo(f"anytime-valid {pct} confidence sequence [{res['cs_lower']:.6g}, {res['cs_upper']:.6g}] "
                    f"(tuned for {res['cs_n_star']:g} scored units; valid at every look)")
-    click.echo(f"units {res['n_units']} ({res['n_treated']} treated), {res['n_scored']} scored")
+    click.echo(_covariates_line(res["covariates"], covariates))
+    unscored = res["n_units"] - res["n_scored"]
+    click.echo(
+        f"units {res['n_units']} ({res['n_treated']} treated), {res['n_scored']} scored: the first {unscored} "
+        f"came before {res['min_arm_obs']} units of each arm had been observed, so no nuisance fit existed for them"
+    )
     click.echo(
         f"reference: difference in means {res['dim']:.6g} (se {res['dim_se']:.4g}), "
         f"IPW {res['ipw']:.6g} (se {res['ipw_se']:.4g})"
     )
+    if res["se"] > res["dim_se"]:
+        click.echo(
+            "note: the AIPW se exceeds the difference in means' because AIPW weights each outcome by 1/pi and "
+            "fits its nuisances on earlier units only (noisy early on); the difference-in-means se assumes "
+            "fixed assignment probabilities and is not valid under an adaptive design"
+        )
 
 
 @main.command()

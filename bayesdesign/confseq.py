@@ -145,13 +145,11 @@ def analyze_anytime(source, covariates: list[str] | None = None, arm: str = "a",
     """The confidence sequence at the last look of a logged experiment (the table
     :func:`~bayesdesign.estimation.analyze` reads, with the same AIPW fit); ``n_star`` defaults to
     the number of scored units in the log, which is what it reports as ``cs_n_star``."""
-    from .estimation import aipw, read_log
+    from .estimation import aipw
+    from .logs import read_units
 
-    df = read_log(source)
-    if covariates is None:
-        covariates = [c for c in df.columns if c not in (arm, outcome, propensity)]
-    res = aipw(df[covariates].to_numpy(dtype=float), df[arm].to_numpy(), df[outcome].to_numpy(dtype=float),
-               df[propensity].to_numpy(dtype=float))
+    units = read_units(source, covariates, arm=arm, outcome=outcome, propensity=propensity)
+    res = aipw(units.x, units.a, units.y, units.pi)
     n_star = float(res.scored.sum()) if n_star is None else float(n_star)
     cs = aipw_confseq(res, alpha=alpha, n_star=n_star, min_scores=min_scores)
     return {"cs_lower": float(cs.lower[-1]), "cs_upper": float(cs.upper[-1]), "cs_alpha": alpha,

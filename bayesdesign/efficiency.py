@@ -36,12 +36,14 @@ def neyman(sd1: np.ndarray, sd0: np.ndarray) -> np.ndarray:
 
 
 def truth(env, n_mc: int = 200_000, seed: int = 0) -> Truth:
-    """Efficiency bounds of ``env`` by quadrature when it offers one, else by Monte Carlo.
+    """Efficiency bounds of ``env`` by quadrature when it offers one (``env.quadrature()``
+    returning nodes and weights, not ``None``), else by Monte Carlo over ``n_mc`` covariate draws.
 
     A task batch (``env.n_tasks``) gives one value per task.
     """
-    if hasattr(env, "quadrature"):
-        x, w = env.quadrature()
+    q = env.quadrature() if hasattr(env, "quadrature") else None  # None: the environment has none
+    if q is not None:
+        x, w = q
     else:
         x = env.sample_covariates(np.random.default_rng(seed), n_mc)
         w = np.full(x.shape[0], 1.0 / x.shape[0])

@@ -17,16 +17,16 @@ that the nuisances are undefined and a far-from-zero outcome level would dominat
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 from scipy import stats
 
+from .logs import describe, read_units
 from .regression import SeriesRidge, nuisance_fitter, sequential_predictions
 from .validation import check_arms, check_finite, check_in_bounds, check_propensity
 
-__all__ = ["AIPWResult", "aipw", "ipw", "difference_in_means", "wald_interval", "analyze", "read_log"]
+__all__ = ["AIPWResult", "aipw", "ipw", "difference_in_means", "wald_interval", "analyze"]
 
 
 class AIPWResult(NamedTuple):
@@ -90,9 +90,13 @@ def aipw(x, a, y, pi, bounds=None, fitter: SeriesRidge | None = None, min_arm_ob
     scored = (n_prev >= min_arm_obs).all(-1)
     n = scored.sum(-1)
     if (n < 2).any():
+        b = int(np.argmax(n < 2))
+        n1 = int(a[b].sum())
+        whose = "found" if squeeze else f"replication {b} has"
         raise ValueError(
-            f"a, y: too few units to score: each arm needs {min_arm_obs} earlier units before the "
-            "AIPW average starts, and at least 2 units must follow"
+            f"too few units to score: a unit is scored only once {min_arm_obs} earlier units of each "
+            f"arm have been observed, and at least 2 must be scored; {whose} {n1} treated and "
+            f"{a.shape[-1] - n1} control units, {int(n[b])} scored"
         )
     est = np.where(scored, G, 0.0).sum(-1) / n
     var = np.where(scored, (G - est[:, None]) ** 2, 0.0).sum(-1) / n
@@ -125,20 +129,6 @@ def difference_in_means(a, y) -> tuple[np.ndarray, np.ndarray]:
     return out[0][0] - out[1][0], np.sqrt(out[0][1] + out[1][1])
 
 
-def read_log(source) -> pd.DataFrame:  # noqa: F821
-    """A table of logged units from a DataFrame or a CSV / parquet path."""
-    import pandas as pd
-
-    if isinstance(source, pd.DataFrame):
-        return source
-    path = Path(source)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file")
-    if path.suffix.lower() in (".parquet", ".pq"):
-        return pd.read_parquet(path)
-    return pd.read_csv(path)
-
-
 def analyze(
     source,
     covariates: list[str] | None = None,
@@ -147,39 +137,32 @@ def analyze(
     propensity: str = "pi",
     bounds=None,
     level: float = 0.95,
+    min_arm_obs: int = 3,
 ) -> dict:
     """Analyse a finished experiment from its log of ``(x, a, y, pi)`` rows in arrival order.
 
-    Returns a dict with the AIPW ``ate``, ``se``, interval ``lower``/``upper``, the number of
-    units used, and difference-in-means and IPW estimates for reference.
+    ``source`` is a CSV / parquet path or a DataFrame (read by :func:`bayesdesign.logs.read_units`).
+    With ``covariates=None`` every column but arm, outcome and propensity is a covariate, and a
+    non-numeric or identifier column is refused; the result names the ``covariates`` used.
+
+    Returns a dict with the AIPW ``ate``, ``se``, interval ``lower``/``upper``, the units
+    (``n_units``, ``n_treated``, ``n_scored``: the first units, before ``min_arm_obs`` units of
+    each arm were observed, are not scored), and the difference in means and IPW for reference.
     """
-    df = read_log(source)
-    where = f"{source}" if not hasattr(source, "columns") else "table"
-    for col in (arm, outcome, propensity):
-        if col not in df.columns:
-            raise ValueError(f"{where}: missing column {col!r}; columns are {list(df.columns)}")
-    if covariates is None:
-        covariates = [c for c in df.columns if c not in (arm, outcome, propensity)]
-    missing = [c for c in covariates if c not in df.columns]
-    if missing:
-        raise ValueError(f"{where}: missing covariate column(s) {missing}; columns are {list(df.columns)}")
-    if not covariates:
-        raise ValueError(f"{where}: no covariate columns (every column is arm, outcome or propensity)")
-
-    def col(name, check):
-        try:
-            return check(name, df[name].to_numpy())
-        except ValueError as e:
-            raise ValueError(f"{where}: column {e}") from None
-
-    a = col(arm, check_arms)
-    y = col(outcome, check_finite)
-    pi = col(propensity, check_propensity)
+    where = describe(source)
+    units = read_units(source, covariates, arm=arm, outcome=outcome, propensity=propensity)
+    x, a, y, pi = units.x, units.a, units.y, units.pi
+    n_treated = int(a.sum())
+    if n_treated in (0, len(a)):
+        who = "no unit was treated" if n_treated == 0 else "every unit was treated"
+        raise ValueError(
+            f"{where}: column {arm!r}: {who} (all {len(a)} units in arm {int(a[0])}); the ATE needs "
+            "units in both arms (1 = treated, 0 = control)"
+        )
     try:
-        x = check_finite("covariates", df[covariates].to_numpy(dtype=float))
+        res = aipw(x, a, y, pi, bounds=bounds, min_arm_obs=min_arm_obs)
     except ValueError as e:
         raise ValueError(f"{where}: {e}") from None
-    res = aipw(x, a, y, pi, bounds=bounds)
     lo, hi = wald_interval(res.estimate, res.se, level)
     dim, dim_se = difference_in_means(a, y)
     ht, ht_se = ipw(a, y, pi)
@@ -189,9 +172,11 @@ def analyze(
         "lower": float(lo),
         "upper": float(hi),
         "level": level,
+        "covariates": units.covariates,
         "n_units": int(len(y)),
         "n_scored": int(res.scored.sum()),
-        "n_treated": int(a.sum()),
+        "n_treated": n_treated,
+        "min_arm_obs": min_arm_obs,
         "dim": float(dim),
         "dim_se": float(dim_se),
         "ipw": float(ht),

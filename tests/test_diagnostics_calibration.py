@@ -103,3 +103,30 @@ def test_student_calibration_refuses_other_priors(trained, tmp_path):
         student_calibration(student_dir, tmp_path / "other.nc")
     with pytest.raises(FileNotFoundError, match="none.nc"):
         student_calibration(student_dir, tmp_path / "none.nc")
+
+
+def test_one_class_prior_has_no_gate_ece(tmp_path):
+    """beta1 has one smoothness class: the gate is trivially right, so no ECE is reported (was 0.000)."""
+    import json
+
+    import torch
+
+    from bayesdesign.spec import load_prior
+    from bayesdesign.student import InputScaling, StudentConfig, StudentModel, save_student
+
+    spec = load_prior("beta1")
+    torch.manual_seed(0)
+    model = StudentModel(StudentConfig(d=1, n_classes=1, d_model=32, token_hidden=32))
+    tc = {"burn_in": 10, "floor": 0.05, "prior_obs": 5.0, "clip": {"eps_min": 0.02, "scale": 0.5, "power": 1 / 3}}
+    meta = {"prior": spec.to_dict(), "prior_hash": spec.hash(), "scaling": InputScaling.from_spec(spec).to_dict(),
+            "teacher": "conjugate", "teacher_config": tc}
+    save_student(tmp_path / "s", model, meta)
+    traces = generate_traces("beta1", "conjugate", tasks=8, horizon=20, queries=2, out=tmp_path / "t.nc",
+                             refit_every=10, seed=0)
+    ds = student_calibration(tmp_path / "s", traces, bins=5)
+    assert np.isnan(ds.ece.values).all()
+    assert "no gate ECE (the prior has one smoothness class)" in ds.attrs["verdict"]
+    assert "gate ECE 0" not in ds.attrs["verdict"]
+    res = CliRunner().invoke(main, ["diagnose", "student", str(tmp_path / "s"), "--traces", str(traces), "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["gate_ece"] == {"student": None, "teacher": None}

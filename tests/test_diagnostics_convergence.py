@@ -97,7 +97,8 @@ def test_diagnose_fit_reports_bad_input(tmp_path):
     assert res.exit_code == 2 and "missing column 'a'" in res.output and str(log) in res.output
     pd.DataFrame({"x": [0.1, 0.5], "a": [0, 2], "y": [1.0, 2.0]}).to_csv(log, index=False)
     res = CliRunner().invoke(main, ["diagnose", "fit", "--prior", "beta1", "--history", str(log)])
-    assert res.exit_code == 2 and "0/1" in res.output
+    assert res.exit_code == 2
+    assert "column 'a': expected arms coded 0 (control) and 1 (treated), found [2] (first at line 3)" in res.output
     res = CliRunner().invoke(main, ["diagnose", "fit", "--prior", "beta1", "--history", str(tmp_path / "none.csv")])
     assert res.exit_code == 2 and "no such file" in res.output
 

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from scipy import integrate
 
-from bayesdesign.design import get_scenario, rescale
+from bayesdesign.design import get_scenario, rescale, simulate
 from bayesdesign.design.replay import ReplayEnvironment
 from bayesdesign.efficiency import truth
 
@@ -154,6 +154,36 @@ def test_s9_s10_ratios_against_closed_forms():
     cells = np.array([[0.1], [0.3], [0.6], [0.9]])
     np.testing.assert_allclose(env.sd(cells, 1), [0.4, 2.0, 0.4, 2.0])
     np.testing.assert_allclose(env.sd(cells, 0), [2.0, 0.4, 2.0, 0.4])
+
+
+class _UserEnvironment:
+    """A user's environment with the truth but no quadrature: mu_1 = x, mu_0 = 0, sd_1 = 1 + x, sd_0 = 1."""
+
+    d, bounds = 1, (np.zeros(1), np.ones(1))
+    ate = 0.5
+
+    def sample_covariates(self, rng, n):
+        return rng.uniform(size=(n, 1))
+
+    def sample_outcomes(self, rng, x, arm):
+        return self.mean(x, arm) + self.sd(x, arm) * rng.standard_normal(x.shape[:-1])
+
+    def mean(self, x, arm):
+        return np.where(np.asarray(arm) == 1, x[..., 0], 0.0)
+
+    def sd(self, x, arm):
+        return np.where(np.asarray(arm) == 1, 1.0 + x[..., 0], 1.0)
+
+
+def test_rescale_works_on_a_user_environment():
+    env = rescale(_UserEnvironment(), low=[10.0], high=[50.0], shift=3.0, scale=2.0)
+    tr = truth(env)  # Monte Carlo: the user's environment has no quadrature
+    # closed forms in the new units: sd_1 + sd_0 = 2 (2 + U), tau(x) = 2 U with U uniform
+    assert tr.ate[0] == pytest.approx(1.0)
+    assert tr.var_tau[0] == pytest.approx(4 / 12, rel=0.01)
+    assert tr.v_star[0] == pytest.approx(4 * 19 / 3 + 4 / 12, rel=0.01)
+    ds = simulate(env, ["uniform"], horizon=100, reps=4, seed=0)
+    assert float(ds.v_star[0]) == pytest.approx(tr.v_star[0])
 
 
 def _trial_table(rng, n=400):

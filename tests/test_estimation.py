@@ -3,7 +3,7 @@
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from bayesdesign.design.policy import ClipSchedule
@@ -106,8 +106,7 @@ def test_difference_in_means_and_ipw_closed_forms():
 )
 def test_aipw_is_equivariant_to_outcome_units(shift, scale, seed, p):
     x, a, y, pi = _trial(np.random.default_rng(seed), t=60, p=p)
-    if min(a.sum(), (1 - a).sum()) < 8:
-        return
+    assume(min(a.sum(), (1 - a).sum()) >= 8)
     base = aipw(x, a, y, pi, bounds=([0.0], [1.0]))
     moved = aipw(x, a, shift + scale * y, pi, bounds=([0.0], [1.0]))
     tol = 1e-6 * (1 + abs(shift) / scale) * max(1.0, abs(base.estimate))
@@ -156,7 +155,10 @@ def test_analyze_from_a_logged_table(tmp_path, rng):
     res = analyze(path, arm="treated", outcome="revenue", propensity="p")
     ref = aipw(x, a, y, pi)
     assert res["ate"] == pytest.approx(float(ref.estimate))
-    assert res["lower"] < res["ate"] < res["upper"]
+    z95 = 1.959964  # standard normal 97.5% quantile
+    assert (res["lower"], res["upper"]) == pytest.approx((res["ate"] - z95 * res["se"], res["ate"] + z95 * res["se"]))
+    res90 = analyze(path, arm="treated", outcome="revenue", propensity="p", level=0.9)
+    assert res90["upper"] - res90["ate"] == pytest.approx(1.644854 * res["se"], rel=1e-6)
     assert res["n_units"] == 500 and res["n_treated"] == int(a.sum())
     df.to_parquet(tmp_path / "log.parquet")
     assert analyze(tmp_path / "log.parquet", arm="treated", outcome="revenue", propensity="p")["ate"] == pytest.approx(
@@ -164,7 +166,7 @@ def test_analyze_from_a_logged_table(tmp_path, rng):
     )
     with pytest.raises(ValueError, match=r"log.csv: missing column 'pi'"):
         analyze(path, arm="treated", outcome="revenue")
-    with pytest.raises(ValueError, match=r"log.csv: column revenue: expected finite numbers"):
+    with pytest.raises(ValueError, match=r"log.csv: column 'revenue': expected finite numbers"):
         df.assign(revenue=np.nan).to_csv(path, index=False)
         analyze(path, arm="treated", outcome="revenue", propensity="p")
     with pytest.raises(FileNotFoundError, match="nope.csv: no such file"):

@@ -143,3 +143,41 @@ def test_write_report_is_atomic(inputs, tmp_path):
     assert out.read_text() == "old"
     write_report([inputs / "sbc.nc"], out)
     assert out.read_text().startswith("<!DOCTYPE html>")
+
+
+class _Plane:
+    """d = 2: sd_1 = 1 + 2 x_0 x_1, sd_0 = 1, mu = 0, ATE 0 (a rule over two covariates)."""
+
+    d, bounds, ate = 2, (np.zeros(2), np.ones(2)), 0.0
+
+    def sample_covariates(self, rng, n):
+        return rng.uniform(size=(n, 2))
+
+    def sample_outcomes(self, rng, x, arm):
+        return self.sd(x, arm) * rng.standard_normal(x.shape[:-1])
+
+    def mean(self, x, arm):
+        return np.zeros(x.shape[:-1])
+
+    def sd(self, x, arm):
+        return np.where(np.asarray(arm) == 1, 1.0 + 2.0 * x[..., 0] * x[..., 1], 1.0)
+
+
+def test_results_only_report_states_the_truth_and_no_ecdf(tmp_path):
+    from bayesdesign.diagnostics.plots import plot_pi_over_time
+
+    res = simulate(get_scenario("S2"), ["uniform"], horizon=60, reps=3, seed=0, keep_units=1)
+    save_dataset(res, tmp_path / "r.nc")
+    text = build_report([tmp_path / "r.nc"])
+    assert "True ATE 1, in the outcome's units" in text  # S2: tau(x) = 1 everywhere
+    assert "ECDF" not in text
+    # d = 2: the right panel is pi_t against pi*(x_t) per unit, the oracle on the diagonal
+    ds = simulate(_Plane(), ["plugin-neyman"], horizon=80, reps=2, seed=1, keep_units=1)
+    ax = plot_pi_over_time(ds).axes[1]
+    offsets = ax.collections[0].get_offsets()
+    tail = slice(60, 80)
+    x = ds.x.isel(unit_rep=0).values[tail]
+    star = (1 + 2 * x[:, 0] * x[:, 1]) / (2 + 2 * x[:, 0] * x[:, 1])  # the Neyman rule by hand
+    np.testing.assert_allclose(offsets[:, 0], star)
+    np.testing.assert_allclose(offsets[:, 1], ds.pi.sel(design="plugin-neyman").isel(unit_rep=0).values[tail])
+    assert ax.get_xlabel().startswith("oracle pi*(x_t)") and list(ax.lines[0].get_xydata()[:, 0]) == [0, 1]

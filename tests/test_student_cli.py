@@ -39,6 +39,14 @@ def test_traces_distil_simulate(tmp_path):
     assert res.exit_code == 0, res.output
     cfg = json.loads((out / "config.json").read_text())
     assert "prior_hash" in json.dumps(cfg) and (out / "model.safetensors").exists()
+    # a short summary of the recorded figures, not a repr
+    m, start = cfg["metrics"], cfg["history"][0]
+    assert res.output.splitlines() == [
+        f"student: {out}  (step 3)",
+        f"validation: loss {m['val_loss']:.4f} (untrained {start['val_loss']:.4f}), mean |pi - teacher pi| "
+        f"{m['val_pi_mae']:.4f} (burn-in and clip applied; unclipped {m['val_pi_mae_raw']:.4f}), gate total "
+        f"variation {m['val_gate_tv']:.4f}",
+    ]
     res = run(
         main,
         [

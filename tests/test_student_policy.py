@@ -76,6 +76,25 @@ def test_design_names(ckpt):
     wide = bd.design.environment.rescale(env, np.array([0.0]), np.array([5.0]))
     with pytest.raises(ValueError, match="not inside the box the student was trained on"):
         make_design(f"student:{ckpt}", wide, horizon=40)
+    # a policy object gets the same checks as a design name, in simulate and in propensity
+    with pytest.raises(ValueError, match=r"box \(low \[0.0\], high \[5.0\]\) is not inside the box the student"):
+        bd.simulate(wide, [policy], horizon=20, reps=1)
+    with pytest.raises(ValueError, match=r"dimension mismatch: .* 1 covariate\(s\), the environment has 2"):
+        bd.simulate(_TwoCovariates(), [policy], horizon=20, reps=1)
+    with pytest.raises(ValueError, match=r"^x \(design .*the box the student was trained on\): covariate 0 has 1"):
+        policy.propensity(bd.History.empty(1), np.array([[0.5], [1.5]]))
+    with pytest.raises(ValueError, match=r"^x: expected shape \(\.\.\., 1\) \(1 covariate\(s\) per unit\), got \(3, 2"):
+        policy.propensity(bd.History.empty(1), np.zeros((3, 2)))
     if not (Path(bd.__file__).parent / "pretrained" / "student" / "config.json").exists():
         with pytest.raises(FileNotFoundError, match="no shipped student"):
             make_design("student:pretrained", env, horizon=40)
+
+
+class _TwoCovariates:
+    d, bounds = 2, (np.zeros(2), np.ones(2))
+
+    def sample_covariates(self, rng, n):
+        return rng.uniform(size=(n, 2))
+
+    def sample_outcomes(self, rng, x, arm):
+        return x[..., 0] + rng.standard_normal(x.shape[:-1])

@@ -145,7 +145,27 @@ def test_teacher_as_a_design_and_bounds_check():
     ds = simulate(bd.get_scenario("S2"), ["teacher:conjugate:beta1"], horizon=300, reps=8, seed=0, batch_size=5)
     pi = ds.pi.sel(design="teacher:conjugate:beta1")
     assert np.all(pi[:, :10] == 0.5) and np.all((pi > 0) & (pi < 1))
-    with pytest.raises(ValueError, match=r"not inside the prior's declared bounds"):
-        simulate(bd.rescale(bd.get_scenario("S2"), [0.0], [5.0]), ["teacher:conjugate:beta1"], horizon=20, reps=1)
+    wide = bd.rescale(bd.get_scenario("S2"), [0.0], [5.0])
+    box = r"covariate box \(low \[0.0\], high \[5.0\]\) is not inside the bounds declared by prior .*beta1.yaml"
+    with pytest.raises(ValueError, match=r"'teacher:conjugate:beta1': the environment's " + box):
+        simulate(wide, ["teacher:conjugate:beta1"], horizon=20, reps=1)
+    # a teacher object gets the same checks as its name
+    teacher = make_teacher("conjugate", "beta1")
+    with pytest.raises(ValueError, match=r"'teacher:conjugate': the environment's " + box):
+        simulate(wide, [teacher], horizon=20, reps=1)
+    with pytest.raises(ValueError, match=r"dimension mismatch: .* 1 covariate\(s\), the environment has 2"):
+        simulate(_TwoCovariates(), [teacher], horizon=20, reps=1)
+
+
+class _TwoCovariates:
+    """A user environment with d = 2 (unit square, unit-variance outcomes)."""
+
+    d, bounds = 2, (np.zeros(2), np.ones(2))
+
+    def sample_covariates(self, rng, n):
+        return rng.uniform(size=(n, 2))
+
+    def sample_outcomes(self, rng, x, arm):
+        return x[..., 0] + rng.standard_normal(x.shape[:-1])
     with pytest.raises(ValueError, match="teacher: unknown backend 'hmc'"):
         simulate(bd.get_scenario("S2"), ["teacher:hmc:beta1"], horizon=20, reps=1)

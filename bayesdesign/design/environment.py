@@ -381,9 +381,12 @@ class Rescaled:
         return getattr(self.env, "n_tasks", None)
 
     def quadrature(self):
-        if not hasattr(self.env, "quadrature"):
-            raise AttributeError("quadrature")
-        u, w = self.env.quadrature()
+        """The wrapped environment's quadrature moved to ``[low, high]``; ``None`` when it has none
+        (a user environment: :func:`~bayesdesign.efficiency.truth` then integrates by Monte Carlo)."""
+        q = self.env.quadrature() if hasattr(self.env, "quadrature") else None
+        if q is None:
+            return None
+        u, w = q
         lo, hi = self.env.bounds
         return self.low + (u - lo) / (hi - lo) * (self.high - self.low), w
 

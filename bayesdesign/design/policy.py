@@ -21,7 +21,17 @@ from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["History", "Policy", "IncrementalPolicy", "ClipSchedule", "SequentialPolicy", "as_batch"]
+from ..validation import check_in_bounds
+
+__all__ = [
+    "History",
+    "Policy",
+    "IncrementalPolicy",
+    "ClipSchedule",
+    "SequentialPolicy",
+    "as_batch",
+    "check_policy_fits",
+]
 
 
 class History(NamedTuple):
@@ -105,6 +115,7 @@ class SequentialPolicy(ABC):
     """
 
     name: str = "policy"
+    box_origin: str = "the policy's covariate box"  # how errors name [low, high]
 
     def __init__(self, bounds, clip: ClipSchedule | None = None):
         self.low = np.atleast_1d(np.asarray(bounds[0], dtype=float))
@@ -135,7 +146,15 @@ class SequentialPolicy(ABC):
         return state, squeeze
 
     def propensity(self, history: History, x: np.ndarray) -> np.ndarray:
-        """:class:`Policy` protocol: fold the history into state, then decide for ``x``."""
+        """:class:`Policy` protocol: fold the history into state, then decide for ``x``.
+
+        ``x`` must have ``d`` columns inside ``[low, high]``: the rule is defined only there, and
+        a covariate outside would be clipped to the edge without a word.
+        """
+        x = np.asarray(x, dtype=float)
+        if x.ndim < 1 or x.shape[-1] != self.d:
+            raise ValueError(f"x: expected shape (..., {self.d}) ({self.d} covariate(s) per unit), got {x.shape}")
+        check_in_bounds(f"x (design {self.name!r}, {self.box_origin})", x, self.low, self.high)
         state, squeeze = self.fold(history)
         _, xb, _ = as_batch(history, x)
         pi = self.propensity_at(state, xb)
@@ -143,3 +162,29 @@ class SequentialPolicy(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"
+
+
+def check_policy_fits(policy, env, name: str) -> None:
+    """Refuse a policy whose covariate dimension ``d`` differs from the environment's, or whose box
+    ``[low, high]`` does not contain the environment's (its covariates would be clipped to the box's
+    edge silently). Policies without ``d`` / ``low`` / ``high`` are not checked for them."""
+    lo, hi = (np.atleast_1d(np.asarray(b, dtype=float)) for b in env.bounds)
+    d = getattr(policy, "d", None)
+    if d is not None and int(d) != lo.shape[0]:
+        raise ValueError(
+            f"design {name!r}: dimension mismatch: the design takes {int(d)} covariate(s), the environment "
+            f"has {lo.shape[0]}"
+        )
+    plo, phi = getattr(policy, "low", None), getattr(policy, "high", None)
+    if plo is None or phi is None:
+        return
+    plo, phi = np.atleast_1d(np.asarray(plo, dtype=float)), np.atleast_1d(np.asarray(phi, dtype=float))
+    tol = 1e-12 * np.maximum(phi - plo, 1.0)
+    if np.any(lo < plo - tol) or np.any(hi > phi + tol):
+        origin = getattr(policy, "box_origin", "the design's covariate box")
+        raise ValueError(
+            f"design {name!r}: the environment's covariate box (low {lo.tolist()}, high {hi.tolist()}) is not "
+            f"inside {origin} (low {plo.tolist()}, high {phi.tolist()}): covariates outside would be clipped to "
+            "its edge; "
+            "move the environment with bayesdesign.rescale or give the design a box that covers it"
+        )

@@ -8,9 +8,11 @@ registered with :func:`register_prefix`.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 
 from .baselines import ClipOGD, ClipOGDSC, ClipSMT, ExploreThenNeyman, OracleNeyman, PluginNeyman, Uniform
+from .policy import check_policy_fits
 
 __all__ = ["BASELINES", "make_design", "register_prefix", "design_names"]
 
@@ -38,18 +40,18 @@ def design_names() -> list[str]:
 
 
 def make_design(name: str, env, horizon: int):
-    """Build the design called ``name`` for ``env`` (a task batch for S4) and ``horizon``."""
+    """Build the design called ``name`` for ``env`` (a task batch for S4) and ``horizon``; its
+    covariate dimension and box are checked against the environment's (:func:`check_policy_fits`)."""
     if name in BASELINES:
         policy = BASELINES[name](env, horizon)
         policy.name = name
         return policy
     prefix, _, rest = name.partition(":")
     if rest and prefix in _LAZY and prefix not in _PREFIXES:
-        import importlib
-
-        importlib.import_module(_LAZY[prefix])  # registers the prefix
+        importlib.import_module(_LAZY[prefix])  # registers the prefix; lazy: torch and JAX load only when used
     if rest and prefix in _PREFIXES:
         policy = _PREFIXES[prefix](rest, env, horizon)
         policy.name = name
+        check_policy_fits(policy, env, name)
         return policy
     raise ValueError(f"design: unknown name {name!r}; expected one of {design_names()}")

@@ -15,8 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy.spatial import cKDTree
 
-from ..estimation import read_log
-from ..validation import check_arms, check_finite
+from ..logs import describe, read_units
 
 __all__ = ["ReplayEnvironment"]
 
@@ -27,8 +26,11 @@ class ReplayEnvironment:
     Parameters
     ----------
     table : DataFrame or path to a CSV / parquet file, one row per unit.
-    covariates : covariate column names.
+    covariates : covariate column names; ``None`` takes every column but arm, outcome and
+        propensity, refusing non-numeric and identifier columns (see :mod:`bayesdesign.logs`).
+        The columns used are in ``self.covariates``.
     arm, outcome : names of the 0/1 arm column and the outcome column.
+    propensity : the trial's treatment-probability column, if it has one: never a covariate.
     k : neighbours per arm whose outcomes define the outcome distribution at ``x``.
     bounds : covariate box; defaults to the trial's range.
     """
@@ -36,27 +38,18 @@ class ReplayEnvironment:
     def __init__(
         self,
         table,
-        covariates: Sequence[str],
+        covariates: Sequence[str] | None,
         arm: str = "a",
         outcome: str = "y",
         k: int = 20,
         bounds=None,
         name: str | None = None,
+        propensity: str = "pi",
     ):
-        df = read_log(table)
-        where = str(table) if not hasattr(table, "columns") else "table"
-        covariates = [covariates] if isinstance(covariates, str) else list(covariates)
-        if not covariates:
-            raise ValueError(f"{where}: covariates: expected at least one covariate column")
-        for col in [*covariates, arm, outcome]:
-            if col not in df.columns:
-                raise ValueError(f"{where}: missing column {col!r}; columns are {list(df.columns)}")
-        try:
-            x = check_finite("covariates", df[list(covariates)].to_numpy(dtype=float))
-            a = check_arms(f"column {arm!r}", df[arm].to_numpy())
-            y = check_finite(f"column {outcome!r}", df[outcome].to_numpy(dtype=float))
-        except ValueError as e:
-            raise ValueError(f"{where}: {e}") from None
+        where = describe(table)
+        x, a, y, _, covariates = read_units(
+            table, covariates, arm=arm, outcome=outcome, propensity=propensity, require_propensity=False
+        )
         counts = np.bincount(a, minlength=2)
         if (counts == 0).any():
             raise ValueError(

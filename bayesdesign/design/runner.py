@@ -21,7 +21,8 @@ from ..estimation import aipw, wald_interval
 from ..regression import nuisance_fitter
 from ..validation import check_finite, check_in_bounds
 from .environment import evaluate, is_task_distribution
-from .policy import History, IncrementalPolicy
+from .policy import History, IncrementalPolicy, check_policy_fits
+from .registry import make_design
 
 __all__ = ["simulate", "run_design", "draw_experiments"]
 
@@ -126,8 +127,6 @@ def simulate(
     ``x, a, y, pi, G, scored, pi_star, sd1, sd0`` over ``(design,) unit_rep, t`` where
     ``unit_rep`` indexes the first ``keep_units`` replications (all by default).
     """
-    from .registry import make_design
-
     started = time.time()
     env_run, x, y0, y1, u = draw_experiments(env, horizon, reps, seed)
     has_truth = all(hasattr(env_run, k) for k in ("sd", "mean", "ate"))
@@ -147,7 +146,11 @@ def simulate(
     per_unit = {k: [] for k in ("pi", "a", "y", "G", "scored")}
     per_rep = {k: [] for k in ("tau_hat", "se", "design_var", "abs_pi_err", "cs_covered")}
     for name, dsg in zip(names, designs, strict=True):
-        policy = make_design(dsg, env_run, horizon=horizon) if isinstance(dsg, str) else dsg
+        if isinstance(dsg, str):
+            policy = make_design(dsg, env_run, horizon=horizon)
+        else:
+            check_policy_fits(dsg, env_run, name)
+            policy = dsg
         pi, a, y = run_design(policy, x, y0, y1, u, batch_size, progress, label=name)
         res = aipw(x, a, y, pi, bounds=env_run.bounds, fitter=fitter)
         for k, v in (("pi", pi), ("a", a), ("y", y), ("G", res.G), ("scored", res.scored)):
@@ -198,6 +201,6 @@ def simulate(
 
 
 def _version() -> str:
-    from .. import __version__
+    from .. import __version__  # at call time: the package's __init__ imports this module
 
     return __version__

@@ -183,6 +183,8 @@ def student_calibration(
         chk = uniformity_check(pit, None, prob)
         level = chk["level"]
         rel = expected_calibration_error(cp, onehot, bins)
+        if k_cls == 1:  # one class: the gate is always certain and right, its ECE says nothing
+            rel["ece"] = float("nan")
         for k, v in (
             ("pit", pit),
             ("pit_passed", chk["passed"]),
@@ -238,8 +240,12 @@ def student_calibration(
         verdict=(
             f"student PIT {'uniform' if passed else 'not uniform'} "
             f"(teacher reference: {'uniform' if res['pit_passed'][1] else 'not uniform'}); "
-            f"gate ECE {res['ece'][0]:.3f} (teacher {res['ece'][1]:.3f}); "
-            f"mean imitation error {float(np.abs(used - arrays.pi_query).mean()):.4f}"
+            + (
+                f"gate ECE {res['ece'][0]:.3f} (teacher {res['ece'][1]:.3f}); "
+                if k_cls > 1
+                else "no gate ECE (the prior has one smoothness class); "
+            )
+            + f"mean imitation error {float(np.abs(used - arrays.pi_query).mean()):.4f}"
         ),
         seconds=round(time.time() - started, 2),
     )

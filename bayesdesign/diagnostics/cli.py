@@ -1,7 +1,8 @@
 """The ``bayesdesign diagnose`` commands and ``bayesdesign report`` (registered in :mod:`bayesdesign.cli`).
 
 Input errors (``ValueError``, ``FileNotFoundError``) exit with code 2 and one line, as the
-other commands do.
+other commands do. Each command imports its machinery (numpy, pandas, JAX, torch) inside its
+body: ``bayesdesign --help`` and every other command then start without loading them.
 """
 
 from __future__ import annotations
@@ -37,42 +38,22 @@ def diagnose() -> None:
 
 
 def _read_history(path: str, spec, covariates, arm: str, outcome: str, propensity: str):
+    """The log at ``path`` as a :class:`History`; covariates default to the prior's names when
+    the log has them (else every other numeric column), and must number ``spec.d``."""
     import numpy as np
 
     from ..design.policy import History
-    from ..estimation import read_log
+    from ..logs import read_units
 
-    df = read_log(path)
-    for col in (arm, outcome):
-        if col not in df.columns:
-            raise ValueError(f"{path}: missing column {col!r}; columns are {list(df.columns)}")
-    if covariates is None:
-        names = spec.covariate_names
-        covariates = (
-            names
-            if all(c in df.columns for c in names)
-            else [c for c in df.columns if c not in (arm, outcome, propensity)]
-        )
-    missing = [c for c in covariates if c not in df.columns]
-    if missing:
-        raise ValueError(f"{path}: missing covariate column(s) {missing}; columns are {list(df.columns)}")
+    x, a, y, pi, covariates = read_units(
+        path, covariates, arm, outcome, propensity, require_propensity=False, prefer=spec.covariate_names
+    )
     if len(covariates) != spec.d:
         raise ValueError(
             f"{path}: {len(covariates)} covariate columns {covariates}, but prior {spec.name!r} has "
             f"{spec.d}; name them with --covariates"
         )
-    try:
-        x = df[covariates].to_numpy(dtype=float)
-        a = df[arm].to_numpy(dtype=float)
-        y = df[outcome].to_numpy(dtype=float)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"{path}: covariate, arm and outcome columns must be numeric ({e})") from e
-    if not np.isin(a, (0.0, 1.0)).all():
-        raise ValueError(f"{path}: column {arm!r} must hold 0/1 arms")
-    if not (np.isfinite(x).all() and np.isfinite(y).all()):
-        raise ValueError(f"{path}: covariates and outcomes must be finite numbers")
-    pi = df[propensity].to_numpy(dtype=float) if propensity in df.columns else np.full(len(df), 0.5)
-    return History(x, a, y, pi)
+    return History(x, a.astype(float), y, np.full(len(y), 0.5) if pi is None else pi)
 
 
 @diagnose.command()
@@ -266,7 +247,9 @@ def student(student_dir, traces_path, bins, seed, out, as_json):
     res = {
         "pit_uniform": {str(s): bool(v) for s, v in zip(ds.source.values, ds.pit_passed.values, strict=True)},
         "pit_ks": {str(s): float(v) for s, v in zip(ds.source.values, ds.pit_ks.values, strict=True)},
-        "gate_ece": {str(s): float(v) for s, v in zip(ds.source.values, ds.ece.values, strict=True)},
+        "gate_ece": {  # null for a prior with one smoothness class: no gate to calibrate
+            str(s): float(v) if v == v else None for s, v in zip(ds.source.values, ds.ece.values, strict=True)
+        },
         "imitation_error": {int(n): float(v) for n, v in zip(ds.n_obs.values, ds.imitation_error.values, strict=True)},
     }
     if as_json:

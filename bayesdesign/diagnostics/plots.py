@@ -172,8 +172,10 @@ def plot_pi_over_time(ds: xr.Dataset, bins: int = 20) -> Figure:
     r"""How each design's :math:`\pi_t(X_t)` approaches the oracle :math:`\pi^*(X_t)`.
 
     Left: mean :math:`|\pi_t - \pi^*(X_t)|` over the kept replications in ``bins`` windows of
-    :math:`t`. Right: :math:`\pi_t` against :math:`x` (first covariate) over the last quarter of
-    the units of the first kept replication, with the oracle rule as a line.
+    :math:`t`. Right, over the last quarter of the units of the first kept replication: with one
+    covariate, :math:`\pi_t` against :math:`x` with the oracle rule as a line; with several (where
+    a rule against one covariate would be a jagged cloud), :math:`\pi_t` against
+    :math:`\pi^*(X_t)` per unit, on which the oracle is the diagonal.
     """
     needed = [v for v in ("pi", "pi_star", "x") if v not in ds]
     if needed or ds.sizes.get("unit_rep", 0) == 0:
@@ -186,29 +188,31 @@ def plot_pi_over_time(ds: xr.Dataset, bins: int = 20) -> Figure:
     mid = (edges[:-1] + edges[1:]) / 2
     err = np.abs(ds.pi - ds.pi_star)  # (design, unit_rep, t)
     tail = slice(3 * horizon // 4, horizon)
-    x = ds.x.isel(unit_rep=0, covariate=0).values
-    order = np.argsort(x[tail])
+    one = ds.sizes.get("covariate", 1) == 1
+    star = ds.pi_star.isel(unit_rep=0).values[tail]
+    ref = ds.x.isel(unit_rep=0, covariate=0).values[tail] if one else star
     for i, design in enumerate(ds.design.values):
         e = err.sel(design=design).mean("unit_rep").values
         ax1.plot(
             mid, [e[a:b].mean() for a, b in zip(edges[:-1], edges[1:], strict=True)], label=str(design), color=f"C{i}"
         )
         if design != "oracle":
-            ax2.scatter(
-                x[tail],
-                ds.pi.sel(design=design).isel(unit_rep=0).values[tail],
-                s=3,
-                alpha=0.4,
-                color=f"C{i}",
-                label=str(design),
-            )
-    ax2.plot(x[tail][order], ds.pi_star.isel(unit_rep=0).values[tail][order], color="black", lw=1.5, label="oracle")
+            pi = ds.pi.sel(design=design).isel(unit_rep=0).values[tail]
+            ax2.scatter(ref, pi, s=3, alpha=0.4, color=f"C{i}", label=str(design))
+    if one:
+        order = np.argsort(ref)
+        ax2.plot(ref[order], star[order], color="black", lw=1.5, label="oracle")
+        ax2.set_xlabel("x (the covariate)")
+        ax2.set_ylabel("pi(x)")
+    else:
+        ax2.plot([0, 1], [0, 1], color="black", lw=1.5, label="oracle (pi = pi*)")
+        ax2.set_xlim(0, 1)
+        ax2.set_xlabel(f"oracle pi*(x_t) ({ds.sizes['covariate']} covariates)")
+        ax2.set_ylabel("design pi_t")
     ax1.set_xlabel("unit t")
     ax1.set_ylabel("mean |pi_t - pi*(x_t)|")
     ax1.set_title("Distance to the oracle Neyman rule", fontsize=10)
     ax1.legend(fontsize=7)
-    ax2.set_xlabel("x (first covariate)")
-    ax2.set_ylabel("pi(x)")
     ax2.set_ylim(0, 1)
     ax2.set_title(f"pi(x), units {tail.start}..{horizon - 1} of replication 0", fontsize=10)
     ax2.legend(fontsize=7, markerscale=3)

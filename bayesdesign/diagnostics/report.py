@@ -111,6 +111,18 @@ def _results_section(path: str, ds: xr.Dataset) -> str:
         f'<p class="note">{html.escape(path)}: T = {ds.attrs.get("horizon")}, {ds.sizes.get("rep")} '
         f"replications, seed {ds.attrs.get('seed')}.</p>",
     ]
+    if "ate" in ds:
+        ate = ds.ate.values
+        told = (
+            f"True ATE {float(ate[0]):.6g}"
+            if np.allclose(ate, ate[0])
+            else f"True ATE differs by task (one per replication): mean {float(ate.mean()):.6g}, range "
+            f"[{float(ate.min()):.6g}, {float(ate.max()):.6g}]"
+        )
+        parts.append(
+            f'<p class="note">{told}, in the outcome\'s units, as are <code>bias</code> and the ATE '
+            "estimates; <code>mse</code> is in those units squared.</p>"
+        )
     table = summarize(ds).reset_index()
     parts.append(_table(table))
     parts.append(
@@ -243,6 +255,12 @@ def build_report(paths, title: str = "bayesdesign diagnostics report") -> str:
             body.append(_sbc_section(p, ds))
         elif kind == "student-calibration":
             body.append(_student_section(p, ds))
+    ecdf = (
+        " ECDF panels show the empirical CDF minus the uniform CDF of normalized ranks or PIT values; a calibrated "
+        "posterior stays inside the shaded simultaneous band."
+        if any(k != "results" for k, _, _ in inputs)
+        else ""
+    )
     listing = "".join(f"<li><code>{html.escape(p)}</code> ({k})</li>" for k, p, _ in inputs)
     stamp = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     return (
@@ -250,9 +268,9 @@ def build_report(paths, title: str = "bayesdesign diagnostics report") -> str:
         f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>"
         f'<h1>{html.escape(title)}</h1><p class="note">bayesdesign {__version__}, {stamp}. Inputs:</p>'
         f"<ul>{listing}</ul>"
-        '<p class="note">How to read each check: docs/diagnostics.md. ECDF panels show the empirical CDF minus the '
-        "uniform CDF of normalized ranks or PIT values; a calibrated posterior stays inside the shaded simultaneous "
-        "band.</p>" + "\n".join(b for b in body if b) + "</body></html>\n"
+        f'<p class="note">How to read each check: docs/diagnostics.md.{ecdf}</p>'
+        + "\n".join(b for b in body if b)
+        + "</body></html>\n"
     )
 
 

@@ -23,7 +23,7 @@ def for_analysis(log: pd.DataFrame) -> tuple[pd.DataFrame, int]:
 def analysis_source(source, outcome: str = "y"):
     """``source`` unchanged, or, if it is a service log (a ``unit_id`` column), the table to analyse
     and a note saying what was dropped."""
-    from ..estimation import read_log
+    from ..logs import read_log
 
     df = read_log(source)
     if "unit_id" not in df.columns or outcome != "y" or "y" not in df.columns:

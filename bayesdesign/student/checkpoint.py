@@ -24,6 +24,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..io import atomic_path, write_text
+from .conjugate import layer_prior
 from .model import StudentConfig, StudentModel
 from .scaling import InputScaling
 
@@ -103,7 +104,11 @@ def load_student(path: str | Path, prior=None, bounds=None, override: bool = Fal
         student was trained with (it maps covariates to the unit cube with those).
     override : use the student anyway; it then maps covariates with ``bounds`` (or the given
         prior's bounds) and standardizes outcomes with the given prior's offsets, i.e. it treats the
-        caller's data as if drawn from its training prior in those units.
+        caller's data as if drawn from its training prior in those units. A given prior also
+        replaces the conjugate layer's prior (coefficient scales ``s_mean``, ``s_var`` and class
+        log weights ``log_w``, :func:`~bayesdesign.student.conjugate.layer_prior`); a prior whose
+        layer does not fit the student's (another number of smoothness classes, series terms or
+        covariates, or no series at all) is refused.
     """
     from ..spec import PriorSpec, load_prior
 
@@ -153,7 +158,29 @@ def load_student(path: str | Path, prior=None, bounds=None, override: bool = Fal
     if missing or unexpected:
         raise ValueError(f"{folder / WEIGHTS}: weights do not match the architecture (missing {missing}, "
                          f"unexpected {unexpected})")
-    if model.conj is not None:  # the layer returns sds in the units the (possibly overridden) scaling implies
+    if model.conj is not None:
+        if override and new_spec is not None and new_spec.hash() != meta["prior_hash"]:
+            _use_prior_in_layer(model, new_spec, meta, folder)
+        # the layer returns sds in the units the (possibly overridden) scaling implies
         model.conj.log_scale.copy_(torch.log(torch.as_tensor(scaling.y_scale, dtype=torch.float64)))
     model.eval()
     return Student(model, spec, scaling, dict(meta.get("teacher_config") or {}), meta, folder)
+
+
+def _use_prior_in_layer(model: StudentModel, spec, meta: dict, folder: Path) -> None:
+    """Put ``spec``'s conjugate-layer prior into ``model`` (floor and prior_obs stay the teacher's)."""
+    if spec.arms is None:
+        raise ValueError(
+            f"{folder}: cannot override with prior {spec.name!r}: it is a user model without a series, and the "
+            "student's conjugate layer needs one; retrain on traces of this prior"
+        )
+    arrays = layer_prior(spec)
+    layer = model.conj
+    want = tuple(layer.s_mean.shape)
+    if arrays["s_mean"].shape != want:
+        raise ValueError(
+            f"{folder}: cannot override with prior {spec.name!r}: its conjugate layer has (arms, smoothness "
+            f"classes, features) {arrays['s_mean'].shape}, the student's {want} (trained on prior "
+            f"{meta['prior'].get('name', '?')!r}); retrain on traces of this prior"
+        )
+    layer.set_prior(arrays, {"floor": float(layer.floor), "prior_obs": float(layer.prior_obs)})

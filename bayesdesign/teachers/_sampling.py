@@ -396,6 +396,7 @@ class SampledTeacher(SequentialPolicy):
         self.spec = spec if hasattr(spec, "hash") else load_prior(spec)
         self.config = config or TeacherConfig()
         super().__init__(self.spec.bounds, self.config.clip)
+        self.box_origin = f"the bounds declared by prior {self.spec.source}"
         _check_int("refit_every", refit_every)
         if max_units is not None:
             _check_int("max_units", max_units)

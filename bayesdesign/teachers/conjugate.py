@@ -251,6 +251,7 @@ class ConjugateTeacher(SequentialPolicy):
         self.spec = spec if hasattr(spec, "hash") else load_prior(spec)
         self.config = config or TeacherConfig()
         super().__init__(self.spec.bounds, self.config.clip)
+        self.box_origin = f"the bounds declared by prior {self.spec.source}"
         self.prior = prior_from_spec(self.spec)
         p = self.prior
         self._arrays = tuple(jnp.asarray(v, jnp.float32) for v in (p.s_mean, p.s_var, p.off_mean, p.v0, p.log_w))
