@@ -393,3 +393,45 @@ def test_two_processes_share_one_postgresql_database(postgres):
             list(pool.map(work, [(s1 if i % 2 else s2, ids[i::4]) for i in range(4)]))
     check = replay_check(db, "shared")
     assert check["units"] == 80 and check["outcomes"] == 80 and check["versions"] >= 15
+
+
+# ---- keys and the in-process Experiment (no server) -------------------------------------------------
+def test_keys_from_file_or_environment_are_kept_as_hashes(tmp_path):
+    from bayesdesign.serve.auth import KeyRing, load_keys
+
+    f = tmp_path / "keys"
+    f.write_text("# operators\nfirst-key-0123456789\n\nsecond-key-0123456789\n")
+    keys = load_keys(f)
+    assert keys == ["first-key-0123456789", "second-key-0123456789"]
+    assert load_keys(None, {"BAYESDESIGN_API_KEYS": " a-key-from-env-0123 ,"}) == ["a-key-from-env-0123"]
+    ring = KeyRing(keys)
+    assert ring.accepts("second-key-0123456789") and not ring.accepts("second-key-012345678")
+    assert not ring.accepts(None) and not ring.accepts("")
+    assert "first-key-0123456789" not in repr(vars(ring))
+    with pytest.raises(ValueError, match="at least 16"):
+        load_keys(None, {"BAYESDESIGN_API_KEYS": "short"})
+    with pytest.raises(FileNotFoundError, match="--api-keys-file"):
+        load_keys(tmp_path / "missing")
+
+
+def test_experiment_in_process_names_bad_fields(tmp_path):
+    from bayesdesign import Experiment
+    from bayesdesign.serve.core import Conflict, InputError, NotFound
+
+    exp = Experiment.create(str(tmp_path / "e.db"), "py", "uniform", {"age": (18, 90)}, seed=1)
+    a = exp.assign("u1", {"age": 50})
+    assert exp.assign("u1", {"age": 50}) == a and 0 < a.propensity < 1
+    for x, loc in (({"age": 10}, ("body", "x", "age")), ({"age": float("nan")}, ("body", "x", "age")),
+                   ({"agee": 50}, ("body", "x", "agee")), ({"age": "50"}, ("body", "x", "age"))):
+        with pytest.raises(InputError) as e:
+            exp.assign("u2", x)
+        assert e.value.loc == loc
+    with pytest.raises(NotFound):
+        exp.record("nobody", 1.0)
+    assert exp.record("u1", 1.0) and not exp.record("u1", 1.0)
+    with pytest.raises(Conflict):
+        exp.record("u1", 2.0)
+    with pytest.raises(InputError) as e:
+        Experiment.create(str(tmp_path / "e.db"), "bad name", "uniform", {"age": (18, 90)})
+    assert e.value.loc == ("body", "name")
+    assert len(Experiment.open(str(tmp_path / "e.db"), "py").log()) == 1
