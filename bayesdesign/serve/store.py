@@ -110,5 +110,8 @@ def make_engine(db: str, sqlite_sync: str = "full") -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
     else:
         engine = create_engine(url, pool_size=8, max_overflow=16, pool_pre_ping=True)
-    metadata.create_all(engine, checkfirst=True)
+    with engine.begin() as conn:  # processes starting together create the tables once
+        if engine.dialect.name == "postgresql":
+            conn.exec_driver_sql("SELECT pg_advisory_xact_lock(2026113012)")
+        metadata.create_all(conn, checkfirst=True)
     return engine
