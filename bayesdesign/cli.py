@@ -446,9 +446,12 @@ def demo(scenario, horizon, reps, seed, out):
               help="File of API keys, one per line (else the environment variable BAYESDESIGN_API_KEYS, "
                    "comma-separated).")
 @click.option("--insecure-no-auth", is_flag=True, help="Serve without API keys (never on a shared network).")
+@click.option("--sqlite-sync", default="full", show_default=True, type=click.Choice(["full", "normal"]),
+              help="SQLite only: full syncs every commit to disk (survives a power cut); normal survives the "
+                   "process being killed but not the machine losing power, and is faster.")
 @click.option("--log-level", default="warning", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
-def serve(db, host, port, api_keys_file, insecure_no_auth, log_level):
+def serve(db, host, port, api_keys_file, insecure_no_auth, sqlite_sync, log_level):
     """Serve live experiments over HTTP: assignments from a design, committed to a durable log
     before they are answered; outcomes any time later; AIPW analysis with an anytime-valid
     confidence sequence. API contract and OpenAPI page: docs/serve.md, http://HOST:PORT/docs.
@@ -466,7 +469,7 @@ def serve(db, host, port, api_keys_file, insecure_no_auth, log_level):
         if not keys:
             raise ValueError(f"no API key: give --api-keys-file FILE or set {ENV_VAR}, "
                              "or --insecure-no-auth to serve without authentication")
-    app = create_app(db, keys)
+    app = create_app(db, keys, sqlite_sync)
     auth = "no authentication (--insecure-no-auth)" if keys is None else f"{len(keys)} API key(s)"
     click.echo(f"bayesdesign serve: http://{host}:{port} over {db}, {auth}", err=True)
     uvicorn.run(app, host=host, port=port, log_level=log_level)

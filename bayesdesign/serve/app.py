@@ -148,9 +148,9 @@ class _BodyLimit:
         await JSONResponse({"detail": detail}, status_code=422)(scope, receive, send)
 
 
-def create_app(db: str, keys: list[str] | None) -> FastAPI:
+def create_app(db: str, keys: list[str] | None, sqlite_sync: str = "full") -> FastAPI:
     """The service over database ``db``; ``keys=None`` serves without authentication."""
-    core = Core(db)
+    core = Core(db, sqlite_sync)
     ring = None if keys is None else KeyRing(keys)
     if ring is not None and not len(ring):
         raise ValueError("api keys: none given")

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Engine, bindparam, insert, select, update
 
 from .logfile import for_analysis
 from .store import experiments, make_engine, units
@@ -36,6 +36,22 @@ __all__ = ["InputError", "NotFound", "Conflict", "Covariate", "Definition", "Ass
 NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 COVARIATE_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
 RESERVED = ("unit_id", "a", "pi", "y")
+
+
+# statements built once (per call, building them cost more than running them)
+_LOCK_ROW = (select(experiments.c.n_units, experiments.c.n_outcomes)
+             .where(experiments.c.name == bindparam("e")).with_for_update())
+_SET_COUNTERS = (update(experiments).where(experiments.c.name == bindparam("e"))
+                 .values(n_units=bindparam("nu"), n_outcomes=bindparam("no")))
+_UNIT = (select(units.c.seq, units.c.x, units.c.arm, units.c.pi, units.c.policy_version, units.c.y)
+         .where(units.c.experiment == bindparam("e"), units.c.unit_id == bindparam("uid")))
+_INSERT_UNIT = insert(units)
+_OUTCOMES = (select(units.c.x, units.c.arm, units.c.y, units.c.pi)
+             .where(units.c.experiment == bindparam("e"), units.c.outcome_seq > bindparam("lo"),
+                    units.c.outcome_seq <= bindparam("hi"))
+             .order_by(units.c.outcome_seq))
+_SET_OUTCOME = (update(units).where(units.c.experiment == bindparam("e"), units.c.seq == bindparam("s"))
+                .values(y=bindparam("yv"), outcome_seq=bindparam("os"), outcome_at=bindparam("at")))
 
 
 class InputError(ValueError):
@@ -144,7 +160,23 @@ class _Live:
     policy: Any
     version: int = 0
     state: Any = None
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    lock: threading.Lock = field(default_factory=threading.Lock)  # held by the group's leader
+    queue_lock: threading.Lock = field(default_factory=threading.Lock)
+    queue: list = field(default_factory=list)
+
+
+@dataclass
+class _Counters:
+    n_units: int
+    n_outcomes: int
+
+
+@dataclass
+class _Pending:
+    op: Any
+    result: Any = None
+    error: BaseException | None = None
+    done: bool = False
 
 
 def coin(seed: int, seq: int) -> float:
@@ -173,8 +205,8 @@ def check_y(y: Any, loc: tuple = ("body", "y")) -> float:
 class Core:
     """The operations of a live experiment on the database ``db`` (a SQLite path or a URL)."""
 
-    def __init__(self, db: str | Engine):
-        self.engine = db if isinstance(db, Engine) else make_engine(db)
+    def __init__(self, db: str | Engine, sqlite_sync: str = "full"):
+        self.engine = db if isinstance(db, Engine) else make_engine(db, sqlite_sync)
         self._live: dict[str, _Live] = {}
         self._guard = threading.Lock()
 
@@ -259,12 +291,7 @@ class Core:
         if version <= live.version:
             return
         b, d = live.definition.batch_size, live.definition.d
-        rows = conn.execute(
-            select(units.c.x, units.c.arm, units.c.y, units.c.pi)
-            .where(units.c.experiment == live.definition.name)
-            .where(units.c.outcome_seq > live.version * b, units.c.outcome_seq <= version * b)
-            .order_by(units.c.outcome_seq)
-        ).all()
+        rows = conn.execute(_OUTCOMES, {"e": live.definition.name, "lo": live.version * b, "hi": version * b}).all()
         if len(rows) != (version - live.version) * b:
             raise RuntimeError(f"log of {live.definition.name!r}: outcome sequence has gaps")
         x = np.array([json.loads(r.x) for r in rows], dtype=float).reshape(-1, d)
@@ -291,53 +318,84 @@ class Core:
         return e, 1.0 - e
 
     # ---- units ----------------------------------------------------------------------------
+    def _commit(self, live: _Live, op):
+        """Run ``op(conn, counters)`` in a transaction shared with the operations that other threads
+        submit meanwhile (group commit: one lock of the experiment's row, one commit, one fsync for
+        all of them), and return its result once that transaction is committed.
+
+        The first thread to take ``live.lock`` leads: it runs every queued operation in arrival
+        order and commits; the others find their result ready. An operation's own error (bad unit,
+        conflict) is raised to its caller only; if the commit fails, every caller of the group gets
+        the error and this process rebuilds the design's state from the log."""
+        item = _Pending(op)
+        with live.queue_lock:
+            live.queue.append(item)
+        with live.lock:
+            if not item.done:
+                with live.queue_lock:
+                    group, live.queue = live.queue, []
+                try:
+                    with self.engine.begin() as conn:
+                        name = live.definition.name
+                        counters = _Counters(*conn.execute(_LOCK_ROW, {"e": name}).one())
+                        start = (counters.n_units, counters.n_outcomes)
+                        for it in group:
+                            try:
+                                it.result = it.op(conn, counters)
+                            except (InputError, NotFound, Conflict) as e:
+                                it.error = e
+                        if (counters.n_units, counters.n_outcomes) != start:
+                            conn.execute(_SET_COUNTERS, {"e": name, "nu": counters.n_units,
+                                                         "no": counters.n_outcomes})
+                except Exception as e:
+                    live.state, live.version = live.policy.init(1), 0  # may hold outcomes never committed
+                    for it in group:
+                        it.result, it.error = None, e
+                finally:
+                    for it in group:
+                        it.done = True
+        if item.error is not None:
+            raise item.error
+        return item.result
+
     def assign(self, name: str, unit_id: str, x: dict) -> Assignment:
         """The unit's arm: the recorded one if ``unit_id`` was assigned before, else a new draw,
         committed to the log before this returns."""
         live = self._get(name)
         values = live.definition.check_x(x)
-        with live.lock, self.engine.begin() as conn:
-            n_units, n_outcomes = conn.execute(
-                select(experiments.c.n_units, experiments.c.n_outcomes)
-                .where(experiments.c.name == name).with_for_update()
-            ).one()
-            old = conn.execute(
-                select(units.c.x, units.c.arm, units.c.pi, units.c.policy_version)
-                .where(units.c.experiment == name, units.c.unit_id == unit_id)
-            ).first()
+
+        def op(conn, counters: _Counters) -> Assignment:
+            old = conn.execute(_UNIT, {"e": name, "uid": unit_id}).first()
             if old is not None:
                 if json.loads(old.x) != values:
                     raise Conflict("x", f"unit {unit_id!r} was assigned with other covariates {json.loads(old.x)}")
                 return Assignment(unit_id, int(old.arm), float(old.pi), int(old.policy_version))
-            version = n_outcomes // live.definition.batch_size
+            version = counters.n_outcomes // live.definition.batch_size
             self._advance(conn, live, version)
             xq = np.asarray(values, dtype=float)[None, None, :]
             pi = float(np.asarray(live.policy.propensity_at(live.state, xq), dtype=float).reshape(-1)[0])
             if not 0.0 < pi < 1.0:
                 raise RuntimeError(f"design {live.definition.design!r} returned propensity {pi} outside (0, 1)")
-            seq = n_units + 1
+            seq = counters.n_units + 1
             u = coin(live.definition.seed, seq)
             arm = int(u < pi)
-            conn.execute(insert(units).values(
-                experiment=name, seq=seq, unit_id=unit_id, x=json.dumps(values), arm=arm, pi=pi, u=u,
-                policy_version=version, assigned_at=time.time(),
-            ))
-            conn.execute(update(experiments).where(experiments.c.name == name).values(n_units=seq))
-        return Assignment(unit_id, arm, pi, version)
+            conn.execute(_INSERT_UNIT, {
+                "experiment": name, "seq": seq, "unit_id": unit_id, "x": json.dumps(values), "arm": arm, "pi": pi,
+                "u": u, "policy_version": version, "assigned_at": time.time(),
+            })
+            counters.n_units = seq
+            return Assignment(unit_id, arm, pi, version)
+
+        return self._commit(live, op)
 
     def record(self, name: str, unit_id: str, y: Any, arm: int | None = None) -> dict:
         """Log the outcome ``y`` of an assigned unit; the same outcome again is a no-op, a different
         one a :class:`Conflict`. ``arm``, if given, must be the recorded arm."""
         live = self._get(name)
         y = check_y(y)
-        with live.lock, self.engine.begin() as conn:
-            (n_outcomes,) = conn.execute(
-                select(experiments.c.n_outcomes).where(experiments.c.name == name).with_for_update()
-            ).one()
-            row = conn.execute(
-                select(units.c.seq, units.c.arm, units.c.y)
-                .where(units.c.experiment == name, units.c.unit_id == unit_id)
-            ).first()
+
+        def op(conn, counters: _Counters) -> dict:
+            row = conn.execute(_UNIT, {"e": name, "uid": unit_id}).first()
             if row is None:
                 raise NotFound(f"unit {unit_id!r} was never assigned in experiment {name!r}")
             if arm is not None and int(arm) != row.arm:
@@ -346,12 +404,12 @@ class Core:
                 if row.y == y:
                     return {"unit_id": unit_id, "y": y, "recorded": False}
                 raise Conflict("y", f"unit {unit_id!r} already has outcome {row.y}; got {y}")
-            conn.execute(
-                update(units).where(units.c.experiment == name, units.c.seq == row.seq)
-                .values(y=y, outcome_seq=n_outcomes + 1, outcome_at=time.time())
-            )
-            conn.execute(update(experiments).where(experiments.c.name == name).values(n_outcomes=n_outcomes + 1))
-        return {"unit_id": unit_id, "y": y, "recorded": True}
+            counters.n_outcomes += 1
+            conn.execute(_SET_OUTCOME, {"e": name, "s": row.seq, "yv": y, "os": counters.n_outcomes,
+                                        "at": time.time()})
+            return {"unit_id": unit_id, "y": y, "recorded": True}
+
+        return self._commit(live, op)
 
     # ---- reading -------------------------------------------------------------------------
     def log(self, name: str, internal: bool = False) -> pd.DataFrame:

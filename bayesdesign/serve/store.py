@@ -81,10 +81,17 @@ def database_url(db: str) -> str:
     return f"sqlite:///{path}"
 
 
-def make_engine(db: str) -> Engine:
-    """Engine over ``db`` with the tables created. SQLite: WAL journal, ``synchronous=FULL`` (a
-    commit is on disk before it returns), a 30 s busy timeout, and ``BEGIN IMMEDIATE`` for every
-    transaction (the write lock is taken up front, so concurrent writers queue instead of failing)."""
+SYNC_MODES = ("full", "normal")
+
+
+def make_engine(db: str, sqlite_sync: str = "full") -> Engine:
+    """Engine over ``db`` with the tables created. SQLite: WAL journal, a 30 s busy timeout,
+    ``BEGIN IMMEDIATE`` for every transaction (the write lock is taken up front, so concurrent
+    writers queue instead of failing) and ``synchronous`` = ``sqlite_sync``: ``full`` (default)
+    syncs the log to disk at every commit, so a commit survives a power cut; ``normal`` syncs at
+    checkpoints only: a commit survives the process being killed, not the machine losing power."""
+    if sqlite_sync not in SYNC_MODES:
+        raise ValueError(f"sqlite_sync: expected one of {SYNC_MODES}, got {sqlite_sync!r}")
     url = database_url(db)
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
@@ -94,7 +101,7 @@ def make_engine(db: str) -> Engine:
             dbapi_conn.isolation_level = None  # transactions are begun explicitly below
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=FULL")
+            cur.execute(f"PRAGMA synchronous={sqlite_sync.upper()}")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.close()
 
@@ -103,5 +110,8 @@ def make_engine(db: str) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
     else:
         engine = create_engine(url, pool_size=8, max_overflow=16, pool_pre_ping=True)
-    metadata.create_all(engine, checkfirst=True)
+    with engine.begin() as conn:  # processes starting together create the tables once
+        if engine.dialect.name == "postgresql":
+            conn.exec_driver_sql("SELECT pg_advisory_xact_lock(2026113012)")
+        metadata.create_all(conn, checkfirst=True)
     return engine

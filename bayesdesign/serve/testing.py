@@ -31,8 +31,9 @@ class ServerProcess:
     """``bayesdesign serve`` as a child process on 127.0.0.1; :meth:`kill` sends SIGKILL."""
 
     def __init__(self, db: str, key: str | None, port: int | None = None, env: dict | None = None,
-                 log_path: str | Path | None = None):
+                 log_path: str | Path | None = None, extra_args: tuple[str, ...] = ()):
         self.db, self.key, self.port = db, key, port or free_port()
+        self.extra_args = tuple(extra_args)
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
                     **(env or {})}
@@ -47,6 +48,7 @@ class ServerProcess:
         args = [sys.executable, "-m", "bayesdesign.cli", "serve", "--db", self.db, "--port", str(self.port)]
         if self.key is None:
             args.append("--insecure-no-auth")
+        args.extend(self.extra_args)
         self.log = open(self.log_path, "ab")  # noqa: SIM115 (closed in stop)
         self.proc = subprocess.Popen(args, env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
