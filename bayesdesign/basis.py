@@ -12,9 +12,14 @@ Covariates in user units :math:`x \in [\text{low}, \text{high}]` are mapped to t
 
 from __future__ import annotations
 
+import math
+import sys
+
 import numpy as np
 
-__all__ = ["to_unit", "cosine_features", "n_features", "prior_scales", "series_eval"]
+__all__ = ["to_unit", "cosine_terms", "cosine_features", "n_features", "prior_scales", "series_eval", "SQRT2"]
+
+SQRT2 = math.sqrt(2.0)
 
 
 def to_unit(x: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
@@ -29,23 +34,59 @@ def n_features(d: int, n_terms: int) -> int:
     return 1 + d * n_terms
 
 
-def cosine_features(u: np.ndarray, n_terms: int) -> np.ndarray:
+def _namespace(u):
+    """The array library of ``u``: torch or ``jax.numpy`` for their arrays (already imported when
+    such an array exists), NumPy for anything else."""
+    top = type(u).__module__.split(".")[0]
+    if top == "torch":
+        return sys.modules["torch"]
+    if top in ("jax", "jaxlib"):
+        return sys.modules["jax.numpy"]
+    return np
+
+
+def _frequencies(xp, u, n_terms: int):
+    if xp is np:
+        return np.arange(1, n_terms + 1, dtype=float)
+    if xp.__name__ == "torch":
+        return xp.arange(1, n_terms + 1, dtype=u.dtype, device=u.device)
+    return xp.arange(1, n_terms + 1, dtype=u.dtype)
+
+
+def cosine_terms(u, n_terms: int, scale: float = SQRT2):
+    r"""The non-constant terms :math:`\text{scale} \cdot \cos(\pi j u_c)`, ``j = 1..J`` for each
+    coordinate ``c`` in turn: ``(..., d)`` -> ``(..., d J)``.
+
+    ``u`` may be a NumPy, torch or JAX array; the result is of the same kind (and dtype and device),
+    so the teachers (NumPy, JAX), the NumPyro models and the student (torch) share this one basis.
+    ``scale = sqrt 2`` is the orthonormal basis; the student's pooled moments use other scales.
+    """
+    xp = _namespace(u)
+    if xp is np:
+        u = np.asarray(u, dtype=float)
+    terms = xp.cos(math.pi * u[..., :, None] * _frequencies(xp, u, n_terms))  # (..., d, J)
+    if scale != 1.0:
+        terms = scale * terms
+    return terms.reshape(*u.shape[:-1], u.shape[-1] * n_terms)
+
+
+def cosine_features(u, n_terms: int, scale: float = SQRT2):
     r"""Additive cosine features of unit-cube points.
 
     Parameters
     ----------
-    u : array (..., d) in :math:`[0, 1]^d`.
+    u : array (..., d) in :math:`[0, 1]^d` (NumPy, torch or JAX).
     n_terms : number :math:`J` of non-constant terms per coordinate.
+    scale : the terms' factor (default :math:`\sqrt 2`: orthonormal under the uniform measure).
 
     Returns
     -------
     array (..., 1 + d J): :math:`[1, \phi_1(u_1), ..., \phi_J(u_1), \phi_1(u_2), ...]`.
     """
-    u = np.asarray(u, dtype=float)
-    j = np.arange(1, n_terms + 1, dtype=float)
-    terms = np.sqrt(2.0) * np.cos(np.pi * u[..., :, None] * j)  # (..., d, J)
-    flat = terms.reshape(*u.shape[:-1], u.shape[-1] * n_terms)
-    return np.concatenate([np.ones((*u.shape[:-1], 1)), flat], axis=-1)
+    xp = _namespace(u)
+    if xp is np:
+        u = np.asarray(u, dtype=float)
+    return xp.concatenate([xp.ones_like(u[..., :1]), cosine_terms(u, n_terms, scale)], -1)
 
 
 def prior_scales(d: int, n_terms: int, beta: float, scale: float = 1.0) -> np.ndarray:

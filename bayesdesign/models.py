@@ -45,7 +45,7 @@ import numpyro
 import numpyro.distributions as dist
 from scipy.special import expit
 
-from .basis import prior_scales, series_eval
+from .basis import cosine_features, prior_scales, series_eval
 from .design.environment import Rescaled, SeriesTaskBatch
 from .spec import PriorSpec, load_prior
 
@@ -57,7 +57,7 @@ __all__ = [
     "BernoulliTaskBatch",
     "numpyro_model",
     "known_variance_model",
-    "cosine_features_jax",
+    "mask_padding",
 ]
 
 Model = Callable[..., None]
@@ -239,17 +239,7 @@ class PriorTasks:
 # ------------------------------------------------------------------------- NumPyro models
 
 
-def cosine_features_jax(u: jnp.ndarray, n_terms: int) -> jnp.ndarray:
-    r"""JAX twin of :func:`bayesdesign.basis.cosine_features`: ``(..., d)`` -> ``(..., 1 + dJ)``,
-    :math:`[1, \phi_1(u_1), .., \phi_J(u_1), \phi_1(u_2), ..]`."""
-    u = jnp.asarray(u)
-    j = jnp.arange(1, n_terms + 1, dtype=u.dtype)
-    terms = jnp.sqrt(2.0) * jnp.cos(jnp.pi * u[..., :, None] * j)
-    flat = terms.reshape(*u.shape[:-1], u.shape[-1] * n_terms)
-    return jnp.concatenate([jnp.ones((*u.shape[:-1], 1), dtype=u.dtype), flat], axis=-1)
-
-
-def _clean(x, a, y, mask):
+def mask_padding(x, a, y, mask):
     """Padded entries (mask False) may hold anything, NaN included: replace them by harmless
     values so that neither the masked log-density nor its gradient sees them. ``y = None``
     (prior or posterior predictive) is kept."""
@@ -299,9 +289,9 @@ def numpyro_model(spec: PriorSpec, smoothness_class: int | None = None) -> Model
         loc_s, sd_s = prior_arrays(spec, "log_sd", smoothness_class)
 
     def model(x, a, y, mask, x_query):
-        x, a, y, mask = _clean(x, a, y, mask)
-        phi = cosine_features_jax(x, n_terms)  # (n, F)
-        phi_q = cosine_features_jax(jnp.asarray(x_query), n_terms)  # (q, F)
+        x, a, y, mask = mask_padding(x, a, y, mask)
+        phi = cosine_features(x, n_terms)  # (n, F)
+        phi_q = cosine_features(jnp.asarray(x_query), n_terms)  # (q, F)
         theta_m = _coefficients("mean", loc_m, sd_m)
         f_obs = jnp.sum(phi * theta_m[a], axis=-1)
         f_q = theta_m @ phi_q.T  # (2, q)
@@ -348,9 +338,9 @@ def known_variance_model(
     loc_m, sd_m = prior_arrays(spec, "mean", smoothness_class)
 
     def model(x, a, y, mask, x_query):
-        x, a, y, mask = _clean(x, a, y, mask)
-        phi = cosine_features_jax(x, n_terms)
-        phi_q = cosine_features_jax(jnp.asarray(x_query), n_terms)
+        x, a, y, mask = mask_padding(x, a, y, mask)
+        phi = cosine_features(x, n_terms)
+        phi_q = cosine_features(jnp.asarray(x_query), n_terms)
         theta_m = _coefficients("mean", loc_m, sd_m)
         f_obs = jnp.sum(phi * theta_m[a], axis=-1)
         numpyro.deterministic("mean", theta_m @ phi_q.T)

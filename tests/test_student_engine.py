@@ -1,6 +1,8 @@
 """The compiled inference engine against the torch model it re-implements, its numerical kernels
 against NumPy, and the policy's backends against each other."""
 
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -149,10 +151,29 @@ def test_compiled_input_maps_equal_input_scaling(rng):
 
 
 @pytest.mark.parametrize("backend", ["engine", "torch"])
-def test_decision_latency_measures_each_backend(tmp_path, backend):
+def test_decision_latency_measures_each_backend(tmp_path, backend, monkeypatch):
+    """Known delays added to the decision (3 ms) and to the append (2 ms) must show up in the
+    reported milliseconds, each in its own figure, and the requested backend must do the work."""
+    from bayesdesign.student import policy as student_policy
     from bayesdesign.student.measure import decision_latency
 
+    cls = student_policy.StudentPolicy
+    decide, update, states = cls.propensity_at, cls.update, []
+
+    def slow_decide(self, state, x):
+        states.append(type(state).__name__)
+        time.sleep(0.003)
+        return decide(self, state, x)
+
+    def slow_update(self, state, x, a, y, pi):
+        time.sleep(0.002)
+        return update(self, state, x, a, y, pi)
+
+    monkeypatch.setattr(cls, "propensity_at", slow_decide)
+    monkeypatch.setattr(cls, "update", slow_update)
     make_checkpoint(tmp_path / "s")
     res = decision_latency(tmp_path / "s", history=30, repeats=20, backend=backend)
-    assert res["backend"] == backend and res["history"] == 30
-    assert 0 < res["decide_p50_ms"] <= res["decide_and_append_p50_ms"]  # pointwise d <= d + a
+    assert res["backend"] == backend and res["history"] == 30 and len(states) == 20
+    assert set(states) == {"StudentState" if backend == "torch" else "EngineState"}
+    assert 3.0 <= res["decide_p50_ms"] < 3.0 + 25.0
+    assert 2.0 <= res["decide_and_append_p50_ms"] - res["decide_p50_ms"] < 2.0 + 25.0

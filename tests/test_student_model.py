@@ -1,4 +1,5 @@
-"""Student network: output shapes, padding masks, the history as a set, the empty history."""
+"""Student network: the mixture of experts against a hand-computed mixture, padding masks, the
+history as a set, the empty history."""
 
 import numpy as np
 import pytest
@@ -35,17 +36,38 @@ def _history(b, n, d=2, seed=0):
     )
 
 
-def test_output_shapes_and_mixture_consistency(model):
-    u, a, y = _history(3, 7)
-    uq = torch.rand(3, 5, 2)
+def test_mixture_of_experts_against_a_hand_computed_mixture():
+    """Constant experts and a fixed gate: every output is a closed form of the chosen constants.
+
+    Expert ``k`` returns ``b_k = (log s0, log s1, m0, m1, log t0, log t1)`` (its weights zeroed):
+    per arm the log of ``E[sigma]`` and the mean and log sd of the posterior of ``log sigma``; the
+    gate returns logits ``c`` (its last layer's weight zeroed). So by hand ``p = softmax(c)``,
+    ``pi = sum p s1 / (sum p s1 + sum p s0)``, the mixture's posterior mean of ``log sigma``
+    ``sum p m`` and its sd ``sqrt(sum p (t^2 + m^2) - (sum p m)^2)`` (the law of total variance).
+    """
+    torch.manual_seed(0)
+    model = StudentModel(StudentConfig(d=2, n_classes=3, d_model=32, n_heads=4, token_hidden=32)).eval()
+    c = np.array([0.3, -1.2, 0.8])
+    b = np.array(
+        [[0.1, 0.9, -0.5, 0.2, -1.0, -2.0], [0.7, -0.3, 0.4, -0.1, -0.5, -1.5], [-0.2, 0.5, 0.0, 0.6, -2.5, -0.7]]
+    )
     with torch.no_grad():
-        out = model(u, a, y, uq)
-    assert out["logit"].shape == out["pi"].shape == (3, 5)
-    assert out["log_sd_mean"].shape == out["log_sd_sd"].shape == (3, 2, 5)
-    assert out["class_logits"].shape == out["class_prob"].shape == (3, 4)
-    torch.testing.assert_close(out["class_prob"].sum(-1), torch.ones(3))
-    assert torch.all((out["pi"] > 0) & (out["pi"] < 1)) and torch.all(out["log_sd_sd"] > 0)
-    torch.testing.assert_close(out["pi"], torch.sigmoid(out["logit"]))
+        model.expert_w.zero_()
+        model.expert_b.copy_(torch.as_tensor(b))
+        model.gate[-1].weight.zero_()
+        model.gate[-1].bias.copy_(torch.as_tensor(c))
+        out = model(*_history(2, 9), torch.rand(2, 4, 2))
+    p = np.exp(c) / np.exp(c).sum()
+    s0, s1 = p @ np.exp(b[:, 0]), p @ np.exp(b[:, 1])
+    np.testing.assert_allclose(out["class_prob"].numpy(), np.broadcast_to(p, (2, 3)), rtol=1e-5)
+    np.testing.assert_allclose(out["pi"].numpy(), np.full((2, 4), s1 / (s1 + s0)), rtol=1e-5)
+    for arm in (0, 1):
+        m, v = b[:, 2 + arm], np.exp(2 * b[:, 4 + arm])
+        mean = p @ m
+        np.testing.assert_allclose(out["log_sd_mean"][:, arm].numpy(), np.full((2, 4), mean), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            out["log_sd_sd"][:, arm].numpy(), np.full((2, 4), np.sqrt(p @ (v + m**2) - mean**2)), rtol=1e-5
+        )
 
 
 def test_padding_does_not_change_outputs(model):

@@ -86,7 +86,8 @@ def fit(
     values spanning the first covariate's range.
     """
     from ..spec import load_prior
-    from .convergence import THRESHOLDS, diagnose_fit
+    from .convergence import THRESHOLDS
+    from .fit import diagnose_fit
 
     spec = load_prior(prior)
     cols = [c.strip() for c in covariates.split(",")] if covariates else None

@@ -20,6 +20,8 @@ broadcasts over every dimension other than ``chain`` and ``draw``); :func:`conve
 applies the thresholds and :func:`warn_if_unconverged` raises a :class:`ConvergenceWarning`
 naming what failed. :func:`ess_tail` is a vectorized twin of ArviZ's tail ESS for many tasks at
 once (checked against ArviZ in the tests), used where a teacher records diagnostics per task.
+Fitting the NUTS teacher to one history and checking the fit is :mod:`bayesdesign.diagnostics.fit`
+(this module imports no teacher: the NUTS teacher imports it).
 """
 
 from __future__ import annotations
@@ -36,7 +38,6 @@ __all__ = [
     "convergence_flags",
     "warn_if_unconverged",
     "ess_tail",
-    "diagnose_fit",
 ]
 
 THRESHOLDS = {"rhat": 1.01, "ess_bulk": 400.0, "ess_tail": 400.0, "divergences": 0}
@@ -158,7 +159,7 @@ def ess_tail(x: np.ndarray) -> np.ndarray:
     chains, quantiles over all draws: ArviZ's definition, equal to ArviZ up to rounding (0.1%),
     with NumPyro's :func:`~numpyro.diagnostics.effective_sample_size` (Geyer's initial monotone
     sequence) applied to every trailing element at once."""
-    from numpyro.diagnostics import effective_sample_size
+    from numpyro.diagnostics import effective_sample_size  # lazy: loads JAX, which the other checks need not
 
     x = np.asarray(x, dtype=float)
     if x.ndim < 2 or x.shape[1] < 4:
@@ -175,48 +176,6 @@ def ess_tail(x: np.ndarray) -> np.ndarray:
         const = ind.std(axis=(0, 1)) == 0  # all draws on one side: ArviZ reports the draw count
         out.append(np.where(const, x.shape[0] * x.shape[1], ess))
     return np.minimum(*out)
-
-
-def diagnose_fit(
-    prior,
-    history,
-    num_chains: int = 4,
-    draws: int = 2000,
-    num_warmup: int = 500,
-    queries: int = 9,
-    seed: int = 0,
-    **teacher_kwargs,
-):
-    r"""Fit the NUTS teacher of ``prior`` to one ``history`` with ``num_chains`` chains and
-    summarize convergence of :math:`\mu_a`, :math:`\sigma_a`, :math:`\log\sigma_a` at ``queries``
-    evenly spaced covariates (first covariate varied, others at the box centre).
-
-    Returns ``(idata, summary, messages)``: the ArviZ ``InferenceData`` of
-    :meth:`~bayesdesign.teachers._sampling.SampledTeacher.posterior`, the
-    :func:`convergence_summary` and the failed thresholds (see :func:`messages`).
-    """
-    from ..spec import load_prior
-    from ..teachers import TeacherConfig
-    from ..teachers.nuts import NUTSTeacher
-
-    spec = prior if hasattr(prior, "hash") else load_prior(prior)
-    if num_chains < 2:
-        raise ValueError(f"num_chains: expected at least 2 chains for R-hat across chains, got {num_chains}")
-    teacher = NUTSTeacher(
-        spec,
-        teacher_kwargs.pop("config", None) or TeacherConfig(burn_in=0),
-        num_warmup=num_warmup,
-        num_samples=max(4, draws // num_chains),
-        num_chains=num_chains,
-        seed=seed,
-        **teacher_kwargs,
-    )
-    low, high = (np.asarray(v, float) for v in spec.bounds)
-    xq = np.tile((low + high) / 2, (queries, 1))
-    xq[:, 0] = np.linspace(low[0], high[0], queries)
-    idata = teacher.posterior(history, xq, draws=max(4, draws // num_chains) * num_chains, seed=seed)
-    summary = convergence_summary(idata)
-    return idata, summary, messages(summary)
 
 
 def trace_variables(per_step: list[dict], n_tasks: int, thresholds: dict | None = None) -> dict:

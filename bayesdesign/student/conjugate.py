@@ -34,6 +34,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..basis import cosine_features
+
 __all__ = ["ConjugateLayer", "ConjugateFit", "layer_prior"]
 
 _GH_X, _GH_W = np.polynomial.hermite_e.hermegauss(20)
@@ -68,13 +70,6 @@ def layer_prior(spec) -> dict[str, np.ndarray]:
         "log_w": np.asarray(p.log_w, float),
         "log_scale": np.log(sd),
     }
-
-
-def cosine_basis(u: Tensor, n_terms: int) -> Tensor:
-    r"""``(..., d)`` -> ``(..., 1 + d J)``: :math:`[1, \sqrt 2 \cos(\pi j u_c)]`, the teacher's basis."""
-    j = torch.arange(1, n_terms + 1, dtype=u.dtype, device=u.device)
-    terms = math.sqrt(2.0) * torch.cos(math.pi * u[..., None] * j)
-    return torch.cat([torch.ones_like(u[..., :1]), terms.flatten(-2)], -1)
 
 
 class ConjugateLayer(nn.Module):
@@ -113,7 +108,7 @@ class ConjugateLayer(nn.Module):
     def unit_stats(self, u: Tensor, a: Tensor, y: Tensor) -> Tensor:
         """Per-unit terms ``(B, N, n_stats)`` (float64) whose sum over units is :math:`(S_0, S_1)`."""
         u, y = u.double(), y.double()
-        phi = cosine_basis(u, self.n_terms)  # (B, N, F)
+        phi = cosine_features(u, self.n_terms)  # (B, N, F)
         outer = (phi[..., :, None] * phi[..., None, :]).flatten(-2)
         per = torch.cat([outer, phi * y[..., None], phi * (y * y)[..., None], (y**3)[..., None], (y**4)[..., None]], -1)
         arm = a.double()
@@ -158,7 +153,7 @@ class ConjugateLayer(nn.Module):
         """The query side at ``uq`` (B, Q, d): ``log_sbar``, ``ls_mean``, ``ls_var`` (B, Q, K, 2)
         (log sds in outcome units) and the log evidences ``ev_mean``, ``ev_var`` (B, K) summed
         over arms."""
-        phi = cosine_basis(uq.double(), self.n_terms)  # (B, Q, F)
+        phi = cosine_features(uq.double(), self.n_terms)  # (B, Q, F)
         mean = torch.einsum("bqf,barkf->barkq", phi, fit.coef)
         s = torch.stack([self.s_mean, self.s_var], 1)  # (2 arms, 2 regs, K, F)
         a_q = s[None, :, :, :, :, None] * phi.transpose(1, 2)[:, None, None, None]  # (B, 2, 2, K, F, Q)

@@ -52,6 +52,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from ..basis import cosine_features, cosine_terms
 from .conjugate import ConjugateFit, ConjugateLayer
 
 __all__ = ["StudentConfig", "StudentModel", "Context"]
@@ -122,10 +123,9 @@ class HistorySummary(NamedTuple):
 
 
 def fourier(u: Tensor, n_freq: int) -> Tensor:
-    """``(..., d)`` -> ``(..., d (1 + n_freq))``: :math:`u` and :math:`\\cos(\\pi j u)`."""
-    j = torch.arange(1, n_freq + 1, dtype=u.dtype, device=u.device)
-    cos = torch.cos(math.pi * u[..., None] * j)  # (..., d, F)
-    return torch.cat([u, cos.flatten(-2)], dim=-1)
+    """``(..., d)`` -> ``(..., d (1 + n_freq))``: :math:`u` and :math:`\\cos(\\pi j u)` (the basis of
+    :mod:`bayesdesign.basis`, unscaled)."""
+    return torch.cat([u, cosine_terms(u, n_freq, scale=1.0)], dim=-1)
 
 
 def _mlp(sizes: list[int]) -> nn.Sequential:
@@ -220,8 +220,7 @@ class StudentModel(nn.Module):
         history means are the teacher's sufficient statistics (divided by ``n``)."""
         a = a.to(u.dtype)
         y = y.to(u.dtype)
-        j = torch.arange(1, self.cfg.n_freq + 1, dtype=u.dtype, device=u.device)
-        phi = torch.cat([torch.ones_like(u[..., :1]), torch.cos(math.pi * u[..., None] * j).flatten(-2)], -1)
+        phi = cosine_features(u, self.cfg.n_freq, scale=1.0)
         arm = torch.stack([1 - a, a], -1)  # (B, N, 2)
         powers = torch.stack([torch.ones_like(y), y, y * y], -1)  # (B, N, 3)
         out = phi[..., None, None, :] * arm[..., :, None, None] * powers[..., None, :, None]
@@ -336,8 +335,7 @@ class StudentModel(nn.Module):
         teacher's estimate before its prior), and the log of the implied local variance."""
         p, b = self._p, mean.shape[0]
         mom = mean[:, : 6 * p].view(b, 2, 3, p)
-        j = torch.arange(1, self.cfg.n_freq + 1, dtype=uq.dtype, device=uq.device)
-        phi = torch.cat([torch.ones_like(uq[..., :1]), 2 * torch.cos(math.pi * uq[..., None] * j).flatten(-2)], -1)
+        phi = cosine_features(uq, self.cfg.n_freq, scale=2.0)
         est = torch.einsum("bqp,bkcp->bqkc", phi, mom)  # (B, Q, arm, power)
         cnt = est[..., 0].clamp(min=0.05)
         var = (est[..., 2] / cnt - (est[..., 1] / cnt) ** 2).clamp(0.01, 100.0)

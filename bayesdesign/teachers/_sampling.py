@@ -58,7 +58,9 @@ from numpyro import handlers
 from numpyro.infer.initialization import init_to_median
 from numpyro.infer.util import initialize_model
 
+from ..basis import cosine_features
 from ..design.policy import History, SequentialPolicy
+from ..models import mask_padding, numpyro_model, prior_arrays
 from .base import TeacherConfig
 
 __all__ = [
@@ -152,16 +154,6 @@ def dummy_args(d: int, n: int = 1, q: int = 1) -> tuple:
     )
 
 
-def _clean(x, a, y, mask):
-    """Padding may hold anything: harmless values where ``mask`` is False (as the models do)."""
-    return (
-        jnp.where(mask[:, None], x, 0.5),
-        jnp.where(mask, a, 0).astype(jnp.int32),
-        jnp.where(mask, y, 0.0),
-        mask,
-    )
-
-
 def series_fit_model(spec, smoothness_class: int | None = None) -> tuple[Callable, Callable]:
     r"""``(fit_model, featurize)`` of a series prior: the log density of
     :func:`~bayesdesign.models.numpyro_model` given the history, on precomputed features.
@@ -171,15 +163,13 @@ def series_fit_model(spec, smoothness_class: int | None = None) -> tuple[Callabl
     (normal, scaled Student-t or Bernoulli-logit, as in the model) enters through
     ``numpyro.factor`` with padded units masked out.
     """
-    from ..models import cosine_features_jax, prior_arrays
-
     n_terms, family, df = spec.n_terms, spec.family, spec.outcome.df
     loc_m, sd_m = (jnp.asarray(v, jnp.float32) for v in prior_arrays(spec, "mean", smoothness_class))
     if family != "bernoulli":
         loc_s, sd_s = (jnp.asarray(v, jnp.float32) for v in prior_arrays(spec, "log_sd", smoothness_class))
 
     def featurize(x):
-        return cosine_features_jax(x, n_terms)
+        return cosine_features(jnp.asarray(x), n_terms)
 
     def fit_model(phi, a, y, mask):
         z_m = numpyro.sample("z_mean", dist.Normal(0.0, 1.0).expand(loc_m.shape).to_event(2))
@@ -207,8 +197,6 @@ def model_parts(spec, smoothness_class: int | None = None) -> ModelParts:
     """The :class:`ModelParts` of a prior (class ``smoothness_class`` of a mixture): the fast
     series form for series priors, the user's model as it is otherwise."""
     from jax.flatten_util import ravel_pytree
-
-    from ..models import numpyro_model
 
     model = numpyro_model(spec, smoothness_class)
     d = spec.d
@@ -575,7 +563,7 @@ class SampledTeacher(SequentialPolicy):
 
 @partial(jax.jit, static_argnums=0)
 def _featurize(featurize, x, a, y, mask):
-    return jax.vmap(lambda *v: (featurize(_clean(*v)[0]), *_clean(*v)[1:]))(x, a, y, mask)
+    return jax.vmap(lambda *v: (featurize(mask_padding(*v)[0]), *mask_padding(*v)[1:]))(x, a, y, mask)
 
 
 def _check_int(name: str, value, minimum: int = 1) -> None:

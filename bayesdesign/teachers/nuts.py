@@ -45,6 +45,7 @@ import numpy as np
 from jax import lax
 from numpyro.infer.hmc import hmc
 
+from ..diagnostics.convergence import ess_tail
 from ._sampling import FitResult, ModelParts, SampledState, SampledTeacher, _check_int
 from .base import TeacherConfig
 
@@ -287,8 +288,6 @@ def _collect(results: list[ChainResult]) -> FitResult:
         "ess": np.nanmin(ess, axis=(1, 2)) if np.isfinite(ess).any() else np.full(z.shape[0], np.nan),
     }
     if zc.shape[1] >= 4:  # smallest tail ESS (ArviZ's definition; diagnostics.convergence.ess_tail)
-        from ..diagnostics.convergence import ess_tail
-
         diagnostics["ess_tail"] = np.nanmin(ess_tail(zc), axis=(1, 2))
     stats = {"diverging": div, "tree_size": steps, "acceptance_rate": acc}
     return FitResult(draws, warm, diagnostics, stats)
