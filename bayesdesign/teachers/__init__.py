@@ -15,7 +15,7 @@ from ..design.registry import register_prefix
 from .base import Teacher, TeacherConfig
 from .conjugate import ConjugateTeacher
 
-__all__ = ["Teacher", "TeacherConfig", "ConjugateTeacher", "make_teacher", "BACKENDS"]
+__all__ = ["Teacher", "TeacherConfig", "ConjugateTeacher", "make_teacher", "BACKENDS", "SAFE"]
 
 BACKENDS = ("conjugate", "mixture", "nuts", "svi")
 
