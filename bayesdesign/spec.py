@@ -137,10 +137,14 @@ class Covariate(_Base):
 
 class Outcome(_Base):
     r"""Outcome family: ``gaussian``, ``student_t`` (``df`` :math:`\nu > 2`, default 3) or
-    ``bernoulli`` (mean series on the logit scale)."""
+    ``bernoulli`` (mean series on the logit scale). ``standardize: true`` states the mean and
+    log-sd series for outcomes standardized by the experiment itself (the conjugate teachers
+    centre and scale by the pooled mean and sd of the earlier units), so the prior need not know
+    the outcome's units."""
 
     family: Literal["gaussian", "student_t", "bernoulli"] = "gaussian"
     df: Number | None = None
+    standardize: bool | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -158,6 +162,8 @@ class Outcome(_Base):
                 )
         elif self.df is not None:
             raise _FieldProblem(("df",), f"only allowed with family student_t, not {self.family}")
+        if self.standardize and self.family == "bernoulli":
+            raise _FieldProblem(("standardize",), "bernoulli outcomes have no units to standardize")
         return self
 
 

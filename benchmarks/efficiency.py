@@ -1,14 +1,23 @@
-"""Every baseline design on scenarios S1-S6 at T = 500 and 2000: MSE ratio to the oracle,
-design variance ratio, 95% coverage (with its binomial standard error), bias.
+"""Every design on scenarios S1-S10 at T = 300, 500 and 2000: MSE ratio to the oracle, design
+variance ratio, realized T * MSE over the design variance, 95% coverage (with its binomial
+standard error), bias.
 
-    python benchmarks/efficiency.py            # 1000 replications (about 15 minutes on 2 cores)
-    python benchmarks/efficiency.py --quick    # CI: 60 replications, T = 500
+Designs: the baselines (with `clip-smt` and `clip-ogd-sc`), the mixture teacher on a shipped
+prior that need not know the outcome's units (`unit-free` for one covariate, `checkout` for S8's
+days and orders, `checkout-score` for S7's three covariates), the same with the safe rule
+(`:safe`), and `student:pretrained` where it runs (it is trained on one covariate in [0, 1]:
+on S7 and S8 it is skipped with the reason printed).
+
+    python benchmarks/efficiency.py                          # 1000 replications (hours on 2 cores)
+    python benchmarks/efficiency.py --reps 200 --horizons 300,500
+    python benchmarks/efficiency.py --quick                  # CI: 60 replications, T = 500, S1-S6
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 
 import numpy as np
@@ -17,15 +26,43 @@ from _common import DOC, ROOT, md_table, stamp, write_section
 from bayesdesign.design import get_scenario, simulate
 from bayesdesign.summary import summarize
 
-DESIGNS = ["uniform", "explore-then-neyman", "clip-ogd", "plugin-neyman", "oracle"]
+DESIGNS = ["uniform", "explore-then-neyman", "clip-ogd", "clip-smt", "clip-ogd-sc", "plugin-neyman", "oracle"]
+PRIORS = {"S7": "checkout-score", "S8": "checkout"}
+"""The shipped prior of the mixture teacher per scenario (``unit-free`` otherwise)."""
 
 
-def run(scenarios, horizons, reps, seed, designs=DESIGNS, progress=False):
+def student_refusal(env, horizon: int) -> str | None:
+    """Why ``student:pretrained`` cannot run on ``env`` (None when it can)."""
+    from bayesdesign.design import make_design
+
+    try:
+        make_design("student:pretrained", env, horizon)
+    except (ValueError, FileNotFoundError) as e:
+        return str(e)
+    return None
+
+
+def scenario_designs(sc: str, horizon: int, student: bool = True) -> list[str]:
+    """Baselines, the mixture teacher (plain and safe) on the scenario's shipped prior, and the
+    pretrained student where it runs (the reason is printed where it does not)."""
+    prior = PRIORS.get(sc, "unit-free")
+    out = DESIGNS[:-1] + [f"teacher:mixture:{prior}", f"teacher:mixture:{prior}:safe"]
+    if student:
+        why = student_refusal(get_scenario(sc), horizon)
+        if why is None:
+            out.append("student:pretrained")
+        else:
+            print(f"{sc}: student:pretrained skipped: {why}", flush=True)
+    return out + ["oracle"]
+
+
+def run(scenarios, horizons, reps, seed, designs=None, progress=False):
     rows = []
     for sc in scenarios:
         for T in horizons:
             t0 = time.time()
-            ds = simulate(get_scenario(sc), designs, horizon=T, reps=reps, seed=seed, keep_units=0, progress=progress)
+            names = designs or scenario_designs(sc, T)
+            ds = simulate(get_scenario(sc), names, horizon=T, reps=reps, seed=seed, keep_units=0, progress=progress)
             tab = summarize(ds)
             for name, r in tab.iterrows():
                 cov = r["coverage"]
@@ -36,6 +73,7 @@ def run(scenarios, horizons, reps, seed, designs=DESIGNS, progress=False):
                         "design": name,
                         "mse_ratio": r["mse_ratio"],
                         "design_var_ratio": r["design_var_ratio"],
+                        "realized_over_design": r["realized_over_design"],
                         "coverage": f"{cov:.3f} ± {np.sqrt(cov * (1 - cov) / reps):.3f}",
                         "bias": r["bias"],
                         "mean_abs_pi_error": r["mean_abs_pi_error"],
@@ -50,22 +88,40 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="small run for CI")
     ap.add_argument("--reps", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--scenarios", default="S1,S2,S3,S4,S5,S6")
+    ap.add_argument("--scenarios", default=None, help="comma-separated (default S1-S10; quick S1-S6)")
+    ap.add_argument("--horizons", default=None, help="comma-separated (default 300,500,2000; quick 500)")
+    ap.add_argument("--designs", default=None, help="comma-separated design names (default: per scenario, above)")
     ap.add_argument("--doc", default=str(DOC), help="markdown file to write the section into")
     ap.add_argument("--json", default=None, help="also write the rows as JSON here")
     args = ap.parse_args(argv)
     reps = args.reps or (60 if args.quick else 1000)
-    horizons = [500] if args.quick else [500, 2000]
+    horizons = (
+        [int(h) for h in args.horizons.split(",")] if args.horizons else [500] if args.quick else [300, 500, 2000]
+    )
+    scenarios = args.scenarios or ("S1,S2,S3,S4,S5,S6" if args.quick else ",".join(f"S{i}" for i in range(1, 11)))
+    designs = args.designs.split(",") if args.designs else (DESIGNS if args.quick else None)
     t0 = time.time()
-    rows = run(args.scenarios.split(","), horizons, reps, args.seed)
-    cols = ["scenario", "T", "design", "mse_ratio", "design_var_ratio", "coverage", "bias", "mean_abs_pi_error"]
+    rows = run(scenarios.split(","), horizons, reps, args.seed, designs)
+    cols = [
+        "scenario",
+        "T",
+        "design",
+        "mse_ratio",
+        "design_var_ratio",
+        "realized_over_design",
+        "coverage",
+        "bias",
+        "mean_abs_pi_error",
+    ]
     body = (
-        "## Baseline designs (`benchmarks/efficiency.py`)\n\n"
+        "## Designs on the public scenarios (`benchmarks/efficiency.py`)\n\n"
         f"{stamp()} {reps} replications per cell, seed {args.seed}, common random numbers across "
         f"designs, every design scored by the same AIPW estimator; {time.time() - t0:.0f} s in all.\n"
         "`mse_ratio`: MSE over the oracle Neyman design's MSE on the same seeds (95% interval about "
         "±10% at 500 replications); `design_var_ratio`: the variance the realised allocations imply "
-        "(true sds) over V*, far less noisy; `coverage`: of the 95% Wald interval, ± its binomial se.\n\n"
+        "(true sds) over V*, far less noisy; `realized_over_design`: T * MSE over the mean design variance; "
+        "`coverage`: of the 95% Wald interval, ± its binomial se. Command: "
+        f"`python benchmarks/efficiency.py {' '.join(argv if argv is not None else sys.argv[1:])}`.\n\n"
         + md_table(rows, cols)
     )
     from pathlib import Path

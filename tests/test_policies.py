@@ -7,6 +7,8 @@ from bayesdesign.design import History, get_scenario, make_design, rescale, simu
 from bayesdesign.design.baselines import ClipOGD, ClipOGDSC, ClipSMT, ExploreThenNeyman, PluginNeyman
 from bayesdesign.design.environment import FunctionEnvironment
 from bayesdesign.efficiency import neyman
+from bayesdesign.spec import PriorSpec, load_prior
+from bayesdesign.teachers import SAFE, make_teacher
 
 UNIT = ([0.0], [1.0])
 
@@ -139,6 +141,21 @@ def test_designs_do_not_depend_on_units(rng):
     np.testing.assert_allclose(moved.pi, base.pi, atol=1e-6)
     np.testing.assert_allclose(moved.tau_hat / 25.0, base.tau_hat, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(moved.se / 25.0, base.se, rtol=1e-5)
+
+
+def test_designs_on_covariates_in_their_own_units_do_not_depend_on_them():
+    """S8 lives on days in [0, 365] and orders in [0, 50], in dollars; on the unit square in cents
+    every design allocates the same."""
+    designs = ["plugin-neyman", "clip-smt", "teacher:mixture:checkout:safe"]
+    base = simulate(get_scenario("S8"), designs, horizon=200, reps=3, seed=5)
+    env = rescale(get_scenario("S8"), [0.0, 0.0], [1.0, 1.0], scale=100.0)
+    assert list(env.bounds[1]) == [1.0, 1.0]
+    spec = load_prior("checkout").to_dict()
+    spec["covariates"] = [{"name": n, "low": 0.0, "high": 1.0} for n in ("days", "orders")]
+    teacher = make_teacher("mixture", PriorSpec.from_dict(spec), SAFE)
+    moved = simulate(env, designs[:2] + [teacher], 200, 3, seed=5)
+    np.testing.assert_allclose(moved.pi.values[:2], base.pi.values[:2], atol=1e-6)
+    np.testing.assert_allclose(moved.pi.values[2], base.pi.values[2], atol=2e-5)
 
 
 class Constant:

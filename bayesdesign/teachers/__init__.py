@@ -3,7 +3,8 @@ smoothness classes), ``nuts`` and ``svi`` (NumPyro), behind one :class:`Teacher`
 
 On the command line and in :func:`bayesdesign.simulate` a teacher is the design
 ``teacher:BACKEND:PRIOR``, e.g. ``teacher:conjugate:priors/beta1.yaml`` or
-``teacher:mixture:smoothness-mixture`` (a shipped prior's name).
+``teacher:mixture:smoothness-mixture`` (a shipped prior's name); a ``:safe`` suffix
+(``teacher:mixture:unit-free:safe``) uses :data:`SAFE` (``TeacherConfig(safe=0.5, robust=True)``).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from ..design.registry import register_prefix
 from .base import Teacher, TeacherConfig
 from .conjugate import ConjugateTeacher
 
-__all__ = ["Teacher", "TeacherConfig", "ConjugateTeacher", "make_teacher", "BACKENDS"]
+__all__ = ["Teacher", "TeacherConfig", "ConjugateTeacher", "make_teacher", "BACKENDS", "SAFE"]
 
 BACKENDS = ("conjugate", "mixture", "nuts", "svi")
 
@@ -33,6 +34,11 @@ def make_teacher(backend: str, prior, config: TeacherConfig | None = None, **kwa
         teacher = ConjugateTeacher(spec, config, **kwargs)
         teacher.name = "teacher:mixture"
         return teacher
+    if backend in ("nuts", "svi") and (spec.outcome.standardize or (config and (config.safe or config.robust))):
+        raise ValueError(
+            f"{spec.source}: outcome.standardize and the safe / robust settings are supported by the "
+            f"conjugate and mixture teachers only, not {backend!r}"
+        )
     if backend == "nuts":
         from .nuts import NUTSTeacher
 
@@ -44,11 +50,17 @@ def make_teacher(backend: str, prior, config: TeacherConfig | None = None, **kwa
     raise ValueError(f"teacher: unknown backend {backend!r}; expected one of {list(BACKENDS)}")
 
 
+SAFE = TeacherConfig(safe=0.5, robust=True)
+"""The settings of a design named ``teacher:BACKEND:PRIOR:safe``."""
+
+
 def _design_factory(rest: str, env, horizon: int):
     backend, sep, prior = rest.partition(":")
     if not sep or not prior:
         raise ValueError(f"design: expected 'teacher:BACKEND:PRIOR' (backends {list(BACKENDS)}), got 'teacher:{rest}'")
-    return make_teacher(backend, prior)  # make_design checks its box against the environment's
+    safe = prior.endswith(":safe")
+    # make_design checks the teacher's box against the environment's
+    return make_teacher(backend, prior.removesuffix(":safe"), SAFE if safe else None)
 
 
 register_prefix("teacher", _design_factory)

@@ -35,12 +35,24 @@ class TeacherConfig:
     prior_obs : pseudo-observations :math:`\kappa` shrinking the plug-in noise variance to
         :math:`v_0`: :math:`\hat v = (\sum (y - \bar y)^2 + \kappa v_0) / (n + \kappa)`.
     clip : the :class:`~bayesdesign.design.policy.ClipSchedule`.
+    safe : :math:`k \ge 0`; when positive the conjugate teachers allocate by the *safe* rule
+        :math:`\pi = \text{sigmoid}(\tilde\delta)`, :math:`\tilde\delta = \text{sign}(m)
+        \max(|m| - k s, 0)`, with :math:`m` and :math:`s` the posterior mean and sd of
+        :math:`\log\sigma_1(x) - \log\sigma_0(x)`: where the posterior cannot tell the arms'
+        sds apart by more than :math:`k` posterior sds the design stays at 1/2. 0 (default): the
+        posterior Neyman rule of :math:`\bar s_a`.
+    robust : when true the conjugate teachers give the second-moment regression the noise
+        variance :math:`(\hat\kappa_a - 1)\hat v_a^2` with the arm's empirical kurtosis
+        :math:`\hat\kappa_a` (shrunk to 3 with ``prior_obs`` pseudo-observations) instead of the
+        Gaussian :math:`2 \hat v_a^2`, so heavy-tailed outcomes widen the posterior of the sds.
     """
 
     burn_in: int = 10
     floor: float = 0.05
     prior_obs: float = 5.0
     clip: ClipSchedule = field(default_factory=ClipSchedule)
+    safe: float = 0.0
+    robust: bool = False
 
     def __post_init__(self):
         if self.burn_in < 0:
@@ -49,6 +61,8 @@ class TeacherConfig:
             raise ValueError(f"floor: expected a positive number, got {self.floor}")
         if self.prior_obs < 0:
             raise ValueError(f"prior_obs: expected a non-negative number, got {self.prior_obs}")
+        if not self.safe >= 0:
+            raise ValueError(f"safe: expected a non-negative number of posterior sds, got {self.safe}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

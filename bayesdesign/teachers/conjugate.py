@@ -63,7 +63,15 @@ from ..design.policy import History, SequentialPolicy
 from ..regression import SeriesStats, init_stats, update_stats
 from .base import TeacherConfig
 
-__all__ = ["ConjugatePrior", "prior_from_spec", "ConjugateTeacher", "TeacherState", "conjugate_decide"]
+__all__ = [
+    "ConjugatePrior",
+    "prior_from_spec",
+    "ConjugateTeacher",
+    "TeacherState",
+    "conjugate_decide",
+    "safe_rule",
+    "standardized_state",
+]
 
 
 class ConjugatePrior(NamedTuple):
@@ -122,6 +130,38 @@ def prior_from_spec(spec) -> ConjugatePrior:
     return ConjugatePrior(s_mean, s_var, off, v0, np.log(spec.weights), n_terms, d)
 
 
+def standardized_state(state: TeacherState) -> tuple[TeacherState, np.ndarray, np.ndarray]:
+    r"""The statistics of :math:`z = (y - c)/s`, with :math:`c, s` the pooled mean and sd of the
+    outcomes so far (per task; :math:`c = 0, s = 1` before two distinct outcomes), exactly:
+    :math:`\sum\phi z = (b_1 - c \sum\phi)/s`, :math:`\sum\phi z^2 = (b_2 - 2 c b_1 + c^2 \sum\phi)/s^2`
+    and the binomial expansions of :math:`\sum z^3, \sum z^4`. Returns the state, ``c``, ``s`` (B,)."""
+    st = state.stats
+    n, m1, m2 = st.count, st.b1[..., 0], st.b2[..., 0]
+    n_tot = n.sum(-1)
+    c = np.where(n_tot > 0, m1.sum(-1) / np.maximum(n_tot, 1.0), 0.0)
+    var = m2.sum(-1) / np.maximum(n_tot, 1.0) - c**2
+    ok = (n_tot > 1) & (var > 1e-12 * np.maximum(c**2, 1e-300))
+    s = np.where(ok, np.sqrt(np.where(ok, var, 1.0)), 1.0)
+    c = np.where(ok, c, 0.0)
+    ca, sa = c[:, None], s[:, None]  # (B, 1) over arms
+    col0 = st.gram[..., 0]
+    b1 = (st.b1 - ca[..., None] * col0) / sa[..., None]
+    b2 = (st.b2 - 2 * ca[..., None] * st.b1 + (ca**2)[..., None] * col0) / (sa**2)[..., None]
+    m3 = (state.m3 - 3 * ca * m2 + 3 * ca**2 * m1 - ca**3 * n) / sa**3
+    m4 = (state.m4 - 4 * ca * state.m3 + 6 * ca**2 * m2 - 4 * ca**3 * m1 + ca**4 * n) / sa**4
+    return TeacherState(state.t, SeriesStats(st.gram, b1, b2), m3, m4), c, s
+
+
+def safe_rule(log_sd_mean: np.ndarray, log_sd_sd: np.ndarray, k: float) -> np.ndarray:
+    r"""The safe allocation :math:`\text{sigmoid}(\text{sign}(m)\max(|m| - k s, 0))` from the
+    posterior mean and sd of :math:`\log\sigma_a` (``(..., 2, Q)``, arms independent), with
+    :math:`m, s` those of :math:`\log\sigma_1 - \log\sigma_0` (see ``TeacherConfig.safe``)."""
+    m = log_sd_mean[..., 1, :] - log_sd_mean[..., 0, :]
+    s = np.sqrt(log_sd_sd[..., 1, :] ** 2 + log_sd_sd[..., 0, :] ** 2)
+    shrunk = np.sign(m) * np.maximum(np.abs(m) - k * s, 0.0)
+    return 1.0 / (1.0 + np.exp(-shrunk))
+
+
 class TeacherState(NamedTuple):
     """Units seen ``t``, the per-arm series statistics and third and fourth power sums (B, 2)."""
 
@@ -131,7 +171,7 @@ class TeacherState(NamedTuple):
     m4: np.ndarray
 
 
-def _centred(prior: ConjugatePrior, state: TeacherState, prior_obs: float):
+def _centred(prior: ConjugatePrior, state: TeacherState, prior_obs: float, robust: bool = False):
     """Sufficient statistics re-centred in float64, as float32 arrays for the jitted solve."""
     st = state.stats
     n = st.count
@@ -148,7 +188,11 @@ def _centred(prior: ConjugatePrior, state: TeacherState, prior_obs: float):
     sum_r2 = state.m4 - 4 * c * state.m3 + 6 * c**2 * m2 - 4 * c**3 * m1 + c**4 * n
     ee_r = np.maximum(sum_r2, 0.0) - 2 * v0 * syy + v0**2 * n
     f32 = lambda v: jnp.asarray(v, dtype=jnp.float32)  # noqa: E731
-    return tuple(map(f32, (st.gram, g_m, ee_m, g_r, ee_r, n, c, v_hat)))
+    r_var = 2.0 * v_hat**2  # Var((Y - c)^2) of a Gaussian
+    if robust:  # the arm's kurtosis, shrunk to the Gaussian 3 with the same pseudo-observations
+        kurt = (np.maximum(sum_r2, 0.0) + prior_obs * 3.0 * v0**2) / (n + prior_obs) / v_hat**2
+        r_var = np.maximum(kurt - 1.0, 0.5) * v_hat**2
+    return tuple(map(f32, (st.gram, g_m, ee_m, g_r, ee_r, n, c, v_hat, r_var)))
 
 
 def _blr(gram, g, ee, n, v, s):
@@ -176,17 +220,17 @@ _GH_X, _GH_W = np.polynomial.hermite_e.hermegauss(20)
 _GH_X, _GH_W = jnp.asarray(_GH_X, jnp.float32), jnp.asarray(_GH_W / _GH_W.sum(), jnp.float32)
 
 
-def _one_task(prior_arrays, floor, both, phi_q, gram, g_m, ee_m, g_r, ee_r, n, c, v_hat):
+def _one_task(prior_arrays, floor, both, phi_q, gram, g_m, ee_m, g_r, ee_r, n, c, v_hat, r_var):
     s_mean, s_var, off, v0, log_w = prior_arrays
     out = []
     for a in (0, 1):
         zm, lm, ev_m = _blr(gram[a], g_m[a], ee_m[a], n[a], v_hat[a], s_mean[a])
-        zr, lr, ev_r = _blr(gram[a], g_r[a], ee_r[a], n[a], 2.0 * v_hat[a] ** 2, s_var[a])
+        zr, lr, ev_r = _blr(gram[a], g_r[a], ee_r[a], n[a], r_var[a], s_var[a])
         mu, mu_var = _predict(phi_q, s_mean[a], zm, lm)
-        r, r_var = _predict(phi_q, s_var[a], zr, lr)
+        r, r_pvar = _predict(phi_q, s_var[a], zr, lr)
         mu, r = mu + off[a], r + v0[a]
         var = r - (mu - c[a]) ** 2  # (K, Q) posterior mean of sigma^2, before the floor
-        var_var = r_var + 4.0 * (mu - c[a]) ** 2 * mu_var
+        var_var = r_pvar + 4.0 * (mu - c[a]) ** 2 * mu_var
         # E over sigma^2 ~ N(var, var_var), floored, by Gauss-Hermite quadrature
         v = jnp.maximum(var[..., None] + jnp.sqrt(var_var)[..., None] * _GH_X, floor * v0[a])
         sd_k = (jnp.sqrt(v) * _GH_W).sum(-1)
@@ -207,21 +251,21 @@ def _one_task(prior_arrays, floor, both, phi_q, gram, g_m, ee_m, g_r, ee_r, n, c
 
 
 @jax.jit
-def conjugate_decide(prior_arrays, floor, both, phi_q, gram, g_m, ee_m, g_r, ee_r, n, c, v_hat):
+def conjugate_decide(prior_arrays, floor, both, phi_q, gram, g_m, ee_m, g_r, ee_r, n, c, v_hat, r_var):
     """Posterior Neyman quantities for a batch of tasks: every array has a leading task axis
     except ``prior_arrays``, ``floor`` and ``both`` (the weight of the second-moment evidence in
     the class posterior). Returns ``pi`` (B, Q) unclipped, ``sbar``, ``mean``,
     ``log_sd_mean``, ``log_sd_sd`` (B, 2, Q) and ``class_prob`` (B, K)."""
     fn = partial(_one_task, prior_arrays, floor, both)
-    return jax.vmap(fn)(phi_q, gram, g_m, ee_m, g_r, ee_r, n, c, v_hat)
+    return jax.vmap(fn)(phi_q, gram, g_m, ee_m, g_r, ee_r, n, c, v_hat, r_var)
 
 
-def _regressions(prior_arrays, both, gram, g_m, ee_m, g_r, ee_r, n, c, v_hat):
+def _regressions(prior_arrays, both, gram, g_m, ee_m, g_r, ee_r, n, c, v_hat, r_var):
     s_mean, s_var, off, v0, log_w = prior_arrays
     res = [
         (
             _blr(gram[a], g_m[a], ee_m[a], n[a], v_hat[a], s_mean[a]),
-            _blr(gram[a], g_r[a], ee_r[a], n[a], 2.0 * v_hat[a] ** 2, s_var[a]),
+            _blr(gram[a], g_r[a], ee_r[a], n[a], r_var[a], s_var[a]),
         )
         for a in (0, 1)
     ]
@@ -260,6 +304,15 @@ class ConjugateTeacher(SequentialPolicy):
             raise ValueError(f"variance_evidence: expected a weight in [0, 1], got {variance_evidence}")
         self.variance_evidence = variance_evidence
         self._both = jnp.float32(variance_evidence)
+        self.standardize = bool(self.spec.outcome.standardize)
+        self.robust = self.config.robust
+
+    def _view(self, state: TeacherState) -> tuple[TeacherState, np.ndarray, np.ndarray]:
+        """The state the posterior is computed from, and the outcome location and scale (B,)."""
+        if self.standardize:
+            return standardized_state(state)
+        b = state.m3.shape[0]
+        return state, np.zeros(b), np.ones(b)
 
     @property
     def n_feat(self) -> int:
@@ -284,16 +337,28 @@ class ConjugateTeacher(SequentialPolicy):
         )
 
     def decide(self, state: TeacherState, x: np.ndarray) -> dict[str, np.ndarray]:
-        """All posterior quantities at queries ``x`` (B, Q, d) (see :func:`conjugate_decide`)."""
-        args = _centred(self.prior, state, self.config.prior_obs)
+        """All posterior quantities at queries ``x`` (B, Q, d) (see :func:`conjugate_decide`), in
+        the outcome's units (a standardizing prior's are mapped back)."""
+        view, c, s = self._view(state)
+        args = _centred(self.prior, view, self.config.prior_obs, self.robust)
         phi = jnp.asarray(self.features(x), jnp.float32)
-        out = conjugate_decide(self._arrays, self._floor, self._both, phi, *args)
-        return {k: np.asarray(v, dtype=float) for k, v in out.items()}
+        out = {
+            k: np.asarray(v, dtype=float)
+            for k, v in conjugate_decide(self._arrays, self._floor, self._both, phi, *args).items()
+        }
+        if self.standardize:
+            out["mean"] = c[:, None, None] + s[:, None, None] * out["mean"]
+            out["sbar"] = s[:, None, None] * out["sbar"]
+            out["log_sd_mean"] = np.log(s)[:, None, None] + out["log_sd_mean"]
+        return out
 
     def _raw(self, state, x):
         if state.t < self.config.burn_in:
             return np.full(x.shape[:-1], 0.5)
-        return self.decide(state, x)["pi"]
+        out = self.decide(state, x)
+        if self.config.safe > 0:
+            return safe_rule(out["log_sd_mean"], out["log_sd_sd"], self.config.safe)
+        return out["pi"]
 
     def class_posterior(self, history: History) -> np.ndarray:
         """:math:`P(k \\mid H)` over the prior's smoothness classes, ``(K,)`` (or (B, K))."""
@@ -310,7 +375,8 @@ class ConjugateTeacher(SequentialPolicy):
         state, _ = self.fold(
             History(*(np.asarray(v)[None] if np.ndim(v) == (1 if i else 2) else v for i, v in enumerate(history)))
         )
-        args = _centred(self.prior, state, self.config.prior_obs)
+        state, loc, sc = self._view(state)
+        args = _centred(self.prior, state, self.config.prior_obs, self.robust)
         res, p_k = _regressions(self._arrays, self._both, *(v[0] for v in args))
         c = np.asarray(args[6][0], float)
         phi = self.features(np.asarray(x_query, float))
@@ -330,6 +396,8 @@ class ConjugateTeacher(SequentialPolicy):
             mu, r = fns
             out["mean"][:, a] = mu
             out["sd"][:, a] = np.sqrt(np.maximum(r - (mu - c[a]) ** 2, self.config.floor * self.prior.v0[a]))
+        out["mean"] = loc[0] + sc[0] * out["mean"]
+        out["sd"] = sc[0] * out["sd"]
         post = {k2: v[None] for k2, v in out.items()}
         post["log_sd"] = np.log(post["sd"])
         dims = {v: ["arm", "query"] for v in post}

@@ -1,0 +1,114 @@
+"""Priors that need not know the outcome's units (``outcome.standardize``), the safe rule and the
+kurtosis-robust variance regression of the conjugate teachers."""
+
+import numpy as np
+import pytest
+
+import bayesdesign as bd
+from bayesdesign.design import simulate
+from bayesdesign.regression import init_stats, update_stats
+from bayesdesign.spec import PriorSpec, PriorSpecError, load_prior
+from bayesdesign.teachers import TeacherConfig, make_teacher
+from bayesdesign.teachers.conjugate import TeacherState, _centred, safe_rule, standardized_state
+
+
+def _spec(low=0.0, high=1.0, **outcome):
+    d = load_prior("unit-free").to_dict()
+    d["covariates"] = [{"name": "x", "low": low, "high": high}]
+    d["outcome"].update(outcome)
+    return PriorSpec.from_dict(d)
+
+
+def test_standardized_statistics_are_those_of_the_standardized_outcomes(rng):
+    n = 60
+    phi = rng.normal(size=(2, n, 4))
+    phi[..., 0] = 1.0  # the intercept feature, as in every cosine basis
+    a = rng.integers(0, 2, (2, n)).astype(float)
+    y = 500.0 + 40.0 * rng.standard_normal((2, n)) ** 3
+    w = np.stack([1 - a, a], 1)
+    state = TeacherState(
+        n, update_stats(init_stats(2, 4), phi, a, y), (w * y[:, None] ** 3).sum(-1), (w * y[:, None] ** 4).sum(-1)
+    )
+    got, c, s = standardized_state(state)
+    z = (y - y.mean(-1, keepdims=True)) / y.std(-1, keepdims=True)
+    want = update_stats(init_stats(2, 4), phi, a, z)
+    np.testing.assert_allclose(got.stats.b1, want.b1, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(got.stats.b2, want.b2, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(got.m3, (w * z[:, None] ** 3).sum(-1), rtol=1e-8, atol=1e-8)
+    np.testing.assert_allclose(got.m4, (w * z[:, None] ** 4).sum(-1), rtol=1e-8, atol=1e-8)
+    np.testing.assert_allclose(c, y.mean(-1)) and np.testing.assert_allclose(s, y.std(-1))
+
+
+def test_standardizing_teacher_ignores_the_outcome_and_covariate_units():
+    """y -> 1000 + 25 y and x on [10, 50] with a prior declaring [10, 50]: the same design."""
+    env = bd.get_scenario("S2")
+    moved = bd.rescale(env, [10.0], [50.0], shift=1000.0, scale=25.0)
+    base = simulate(env, [make_teacher("mixture", _spec())], horizon=200, reps=3, seed=1)
+    other = simulate(moved, [make_teacher("mixture", _spec(10.0, 50.0))], horizon=200, reps=3, seed=1)
+    np.testing.assert_allclose(other.pi.sel(design="teacher:mixture"), base.pi.sel(design="teacher:mixture"), atol=2e-5)
+    assert float(np.abs(base.pi.sel(design="teacher:mixture")[:, 50:] - 0.5).mean()) > 0.05  # it adapts
+    # the prior stated in unit-free terms: without standardizing, the shift and scale change the design
+    plain = simulate(moved, [make_teacher("mixture", _spec(10.0, 50.0, standardize=False))], 200, 3, seed=1)
+    assert float(np.abs(plain.pi.sel(design="teacher:mixture") - base.pi.sel(design="teacher:mixture")).max()) > 0.05
+
+
+def test_standardize_is_checked():
+    with pytest.raises(PriorSpecError, match="outcome.standardize: bernoulli outcomes have no units"):
+        PriorSpec.from_dict({**load_prior("binary").to_dict(), "outcome": {"family": "bernoulli", "standardize": True}})
+    with pytest.raises(ValueError, match="supported by the conjugate and mixture teachers only, not 'nuts'"):
+        make_teacher("nuts", "unit-free")
+    with pytest.raises(ValueError, match="safe: expected a non-negative number"):
+        TeacherConfig(safe=-1.0)
+
+
+def test_safe_rule_stays_at_one_half_unless_the_posterior_separates_the_sds():
+    m = np.array([[[0.0, 0.0, 0.0]], [[0.2, 1.0, -1.0]]]).transpose(1, 0, 2)  # (1, arm, Q): log sd means
+    s = np.full_like(m, 0.3)  # posterior sd of each log sd: sd of the difference 0.424
+    pi = safe_rule(m, s, k=1.0)[0]
+    assert pi[0] == 0.5  # difference 0.2 < 0.424
+    np.testing.assert_allclose(
+        pi[1:], [1 / (1 + np.exp(-(1.0 - 0.3 * np.sqrt(2)))), 1 / (1 + np.exp(1.0 - 0.3 * np.sqrt(2)))]
+    )
+    np.testing.assert_allclose(safe_rule(m, s, k=0.0)[0], 1 / (1 + np.exp(-m[0, 1])))
+
+
+def test_safe_teacher_on_equal_sds_keeps_one_half_and_still_learns_unequal_ones(rng):
+    safe = make_teacher("mixture", "unit-free", TeacherConfig(safe=0.5, robust=True))
+    plain = make_teacher("mixture", "unit-free")
+    xq = np.linspace(0.05, 0.95, 10)[:, None]
+    dev = {}
+    for name, env in (("S1", bd.get_scenario("S1")), ("S2", bd.get_scenario("S2"))):
+        x = env.sample_covariates(rng, 300)
+        a = rng.integers(0, 2, 300)
+        h = bd.History(x, a.astype(float), env.sample_outcomes(rng, x, a), np.full(300, 0.5))
+        dev[name] = [np.abs(t.propensity(h, xq) - 0.5).mean() for t in (safe, plain)]
+        if name == "S2":
+            target = env.sd(xq, 1) / (env.sd(xq, 1) + env.sd(xq, 0))
+            assert np.corrcoef(safe.propensity(h, xq), target)[0, 1] > 0.9
+    assert dev["S1"][0] < 0.5 * dev["S1"][1]  # the plain teacher chases noise on S1
+    assert dev["S2"][0] > 0.1
+
+
+def test_robust_variance_regression_uses_the_kurtosis(rng):
+    spec = load_prior("unit-free")
+    teacher = make_teacher("mixture", spec)
+    for draw, kurt in ((rng.standard_normal, 3.0), (lambda n: rng.lognormal(0.0, 1.0, n), None)):
+        y = draw(20_000)
+        a = np.tile([0.0, 1.0], 10_000)
+        state = teacher.init(1)
+        state = teacher.update(state, np.full((1, 20_000, 1), 0.5), a[None], y[None], np.full((1, 20_000), 0.5))
+        view, _, _ = standardized_state(state)
+        plain = _centred(teacher.prior, view, 5.0, robust=False)[-1]
+        robust = _centred(teacher.prior, view, 5.0, robust=True)[-1]
+        np.testing.assert_allclose(
+            np.asarray(plain), 2.0 * np.asarray(_centred(teacher.prior, view, 5.0)[7]) ** 2, rtol=1e-5
+        )
+        if kurt:  # Gaussian: the same as the Gaussian working likelihood
+            np.testing.assert_allclose(np.asarray(robust), np.asarray(plain), rtol=0.1)
+        else:  # lognormal(0, 1): kurtosis e^4 + 2e^3 + 3e^2 - 3, about 111
+            assert np.all(np.asarray(robust) > 5 * np.asarray(plain))  # sample kurtosis > 11
+
+
+def test_safe_design_name():
+    ds = simulate(bd.get_scenario("S1"), ["teacher:mixture:unit-free:safe"], horizon=100, reps=2, seed=0)
+    assert "teacher:mixture:unit-free:safe" in list(ds.design.values)
