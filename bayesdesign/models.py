@@ -22,7 +22,10 @@ the intercept :math:`j = 0`. Then :math:`f^{\mu}_a(u) = \theta^{\mu}_a \cdot \ph
 Two uses:
 
 - **Simulation**: :func:`sample_tasks` / :class:`PriorTasks` draw task batches (environments
-  that know their truth) from the prior, so a prior file is a simulation scenario.
+  that know their truth) from the prior, so a prior file is a simulation scenario. A user model
+  (``model:``) is a task distribution too (:class:`ModelTaskBatch`): its latent sites are drawn
+  from its prior, its ``mean``/``sd`` sites evaluated with them substituted, and outcomes drawn
+  from its observed site ``y``.
 - **Conditioning**: :func:`numpyro_model` returns ``model(x, a, y, mask, x_query)`` for NUTS/SVI
   teachers; it records the deterministic sites ``"mean"`` and ``"sd"`` of shape ``(2, q)``.
   A file with ``model: "package.module:function"`` returns the user's model instead.
@@ -36,6 +39,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property, partial
 from pathlib import Path
 
 import jax
@@ -43,13 +47,19 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
+from numpyro import handlers
 from scipy.special import expit
 
 from .basis import cosine_features, prior_scales, series_eval
 from .design.environment import Rescaled, SeriesTaskBatch
-from .spec import PriorSpec, load_prior
+from .spec import PriorSpec, PriorSpecError, load_prior
 
 __all__ = [
+    "OUTCOME_SITE",
+    "ModelTaskBatch",
+    "check_user_model",
+    "model_args",
+    "evaluate_sites",
     "prior_arrays",
     "sample_tasks",
     "PriorTasks",
@@ -162,9 +172,11 @@ def sample_tasks(
     same tasks as scenario S4 (:class:`~bayesdesign.design.environment.SeriesPriorTasks`) from the
     same generator.
 
+    A user model (``model:``) gives a :class:`ModelTaskBatch` (:func:`sample_model_tasks`; class 0).
+
     Parameters
     ----------
-    spec : a prior with ``arms``.
+    spec : a prior file.
     rng : numpy generator.
     n : number of tasks.
     smoothness_class : fix the class of every task (``None``: draw each task's class from the
@@ -180,6 +192,11 @@ def sample_tasks(
     """
     if n < 1:
         raise ValueError(f"n: expected at least one task, got {n}")
+    if spec.model is not None:
+        if smoothness_class not in (None, 0):
+            raise ValueError(f"smoothness_class: prior {spec.name!r} is a user model without smoothness classes")
+        env = sample_model_tasks(spec, rng, n)
+        return _in_box(spec, env), np.zeros(n, dtype=int)
     big_j, d = spec.n_terms, spec.d
     f = 1 + d * big_j
     z_mean = rng.standard_normal((n, 2, f))
@@ -201,12 +218,17 @@ def sample_tasks(
         env = StudentTTaskBatch(theta_mean, theta_logsd, big_j, d, name=spec.name, df=spec.outcome.df)
     else:
         env = BernoulliTaskBatch(theta_mean, theta_logsd, big_j, d, name=spec.name)
+    return _in_box(spec, env), classes
+
+
+def _in_box(spec: PriorSpec, env):
+    """A unit-cube task batch wrapped in :class:`Rescaled` when the prior's box is not the unit cube."""
     low, high = spec.bounds
     if np.any(low != 0.0) or np.any(high != 1.0):
         wrapped = Rescaled(env, low, high)
         wrapped.name = spec.name
-        return wrapped, classes
-    return env, classes
+        return wrapped
+    return env
 
 
 @dataclass
@@ -225,15 +247,258 @@ class PriorTasks:
     def __post_init__(self):
         if not isinstance(self.spec, PriorSpec):
             self.spec = load_prior(self.spec)
-        self.spec._require_arms()
+        if self.spec.model is not None:
+            user_model(self.spec)  # the protocol is checked before any task is drawn
+        else:
+            self.spec._require_arms()
         self.d = self.spec.d
         self.bounds = self.spec.bounds
         self.name = self.spec.name
         self.description = self.spec.description or ""
 
-    def sample_tasks(self, rng: np.random.Generator, n: int) -> SeriesTaskBatch | Rescaled:
+    def sample_tasks(self, rng: np.random.Generator, n: int) -> SeriesTaskBatch | ModelTaskBatch | Rescaled:
         """``n`` tasks from the prior (see :func:`sample_tasks`)."""
         return sample_tasks(self.spec, rng, n, self.smoothness_class)[0]
+
+
+# ------------------------------------------------------------------------- user models
+
+OUTCOME_SITE = "y"
+"""The observed site of every model: ``numpyro.sample("y", likelihood, obs=y)`` (``y=None``
+samples outcomes from the model's own likelihood)."""
+
+_QUADRATURE_MC = 4096  # Monte Carlo nodes of a user model's ATE for d > 1 (midpoint nodes for d = 1)
+
+
+def model_args(d: int, n: int = 1, q: int = 1, mask: bool = False) -> tuple:
+    """Model arguments ``(x, a, y, mask, x_query)``: ``n`` units (masked out unless ``mask``) at
+    ``x = 0.5``, arm 0, ``y = 0``, and ``q`` queries at 0.5."""
+    return (
+        jnp.full((n, d), 0.5, jnp.float32),
+        jnp.zeros((n,), jnp.int32),
+        jnp.zeros((n,), jnp.float32),
+        jnp.full((n,), bool(mask)),
+        jnp.full((q, d), 0.5, jnp.float32),
+    )
+
+
+def _sites_one(model, latent: dict, x_query: jnp.ndarray):
+    args = model_args(x_query.shape[-1], 1, x_query.shape[0])[:-1] + (x_query,)
+    tr = handlers.trace(handlers.substitute(handlers.seed(model, 0), data=latent)).get_trace(*args)
+    return tr["mean"]["value"], tr["sd"]["value"]
+
+
+@partial(jax.jit, static_argnums=0)
+def evaluate_sites(model: Model, latent: dict, x_query: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """Deterministic sites ``mean`` and ``sd`` of ``model`` for every draw.
+
+    ``latent`` maps each latent site to draws ``(B, S, *shape)``; ``x_query`` (B, Q, d) in unit
+    coordinates. Returns ``mean``, ``sd`` of shape (B, S, 2, Q).
+    """
+    per_draw = jax.vmap(partial(_sites_one, model), in_axes=(0, None))
+    return jax.vmap(per_draw)(latent, x_query)
+
+
+def _outcomes_one(model, latent: dict, key, x: jnp.ndarray, a: jnp.ndarray):
+    mask = jnp.ones(a.shape, bool)
+    tr = handlers.trace(handlers.substitute(handlers.seed(model, key), data=latent)).get_trace(
+        x, a, None, mask, x[:1]
+    )
+    return tr[OUTCOME_SITE]["value"]
+
+
+@partial(jax.jit, static_argnums=0)
+def _sample_outcomes(model: Model, latent: dict, keys, x: jnp.ndarray, a: jnp.ndarray) -> jnp.ndarray:
+    """Outcomes (B, m) of the observed site for units ``x`` (B, m, d), arms ``a`` (B, m)."""
+    return jax.vmap(partial(_outcomes_one, model))(latent, keys, x, a)
+
+
+def _model_error(spec: PriorSpec, msg: str) -> PriorSpecError:
+    return PriorSpecError(spec.source, [("model", f"{spec.model!r}: {msg}")])
+
+
+def _shape(v) -> tuple:
+    return tuple(np.shape(v))
+
+
+def _trace(spec: PriorSpec, model: Model, n: int, q: int, with_y: bool) -> dict:
+    d = spec.d
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.uniform(size=(n, d)), jnp.float32)
+    a = jnp.asarray(np.arange(n) % 2, jnp.int32)
+    y = jnp.asarray(rng.standard_normal(n), jnp.float32) if with_y else None
+    xq = jnp.asarray(rng.uniform(size=(q, d)), jnp.float32)
+    try:
+        return handlers.trace(handlers.seed(model, 0)).get_trace(x, a, y, jnp.ones(n, bool), xq)
+    except Exception as err:  # the user's code: report what was called and what failed
+        raise _model_error(
+            spec, f"calling model(x, a, y, mask, x_query) with {n} units and {q} queries "
+            f"(y {'given' if with_y else 'None'}) failed: {type(err).__name__}: {err}"
+        ) from err
+
+
+def check_user_model(spec: PriorSpec, model: Model | None = None) -> tuple[str, ...]:
+    r"""Check that a user model keeps the protocol of ``docs/own_model.md``; return its latent sites.
+
+    The model is traced on a few units (``y`` given, then ``y = None``) and must have
+
+    - deterministic sites ``mean`` and ``sd`` of shape ``(2, q)`` (``sd`` positive);
+    - the observed site ``y`` (:data:`OUTCOME_SITE`) of shape ``(n,)``, sampled when ``y`` is None;
+    - continuous latent sample sites whose shapes do not depend on the number of units
+      (global parameters: they are drawn once per task and substituted at any covariate).
+
+    Raises :class:`~bayesdesign.spec.PriorSpecError` (a ``ValueError``) naming the file, the model,
+    the site and what was expected.
+    """
+    model = spec.resolve_model() if model is None else model
+    n, q = 3, 5
+    tr = _trace(spec, model, n, q, with_y=True)
+    for site in ("mean", "sd"):
+        if site not in tr:
+            raise _model_error(
+                spec, f"no site {site!r}: expected numpyro.deterministic({site!r}, value) of shape (2, q) "
+                "(row 0 control, row 1 treated, at x_query)"
+            )
+        if tr[site]["type"] != "deterministic":
+            raise _model_error(spec, f"site {site!r} is a {tr[site]['type']} site; expected numpyro.deterministic")
+        if _shape(tr[site]["value"]) != (2, q):
+            raise _model_error(
+                spec, f"site {site!r} has shape {_shape(tr[site]['value'])} with q={q} query points; "
+                f"expected (2, q) = (2, {q}) (row 0 control, row 1 treated)"
+            )
+    sd = np.asarray(tr["sd"]["value"])
+    if not np.all(np.isfinite(sd) & (sd > 0)):
+        raise _model_error(spec, f"site 'sd' has values {sd.tolist()} on a prior draw; expected positive numbers")
+    y_site = tr.get(OUTCOME_SITE)
+    if y_site is None or y_site["type"] != "sample" or not y_site["is_observed"]:
+        raise _model_error(
+            spec, f"no observed site {OUTCOME_SITE!r}: expected numpyro.sample({OUTCOME_SITE!r}, likelihood, "
+            "obs=y) (outcomes are drawn from it when y is None)"
+        )
+    if _shape(y_site["value"]) != (n,):
+        raise _model_error(
+            spec, f"site {OUTCOME_SITE!r} has shape {_shape(y_site['value'])} with {n} units; expected ({n},)"
+        )
+    latent = {k: v for k, v in tr.items() if v["type"] == "sample" and not v["is_observed"]}
+    for name, site in latent.items():
+        if getattr(site["fn"].support, "is_discrete", False):
+            raise _model_error(
+                spec, f"latent site {name!r} is discrete ({type(site['fn']).__name__}); expected continuous "
+                "latent variables (marginalise a discrete one in the likelihood)"
+            )
+    sampled = _trace(spec, model, n, q, with_y=False).get(OUTCOME_SITE)
+    if sampled is None or _shape(sampled["value"]) != (n,):
+        raise _model_error(spec, f"with y=None, site {OUTCOME_SITE!r} must sample {n} outcomes (shape ({n},))")
+    other = _trace(spec, model, 2 * n + 1, q, with_y=True)
+    for name, site in latent.items():
+        if name not in other or _shape(other[name]["value"]) != _shape(site["value"]):
+            raise _model_error(
+                spec, f"latent site {name!r} has shape {_shape(site['value'])} with {n} units and "
+                f"{_shape(other[name]['value']) if name in other else 'no site'} with {2 * n + 1}; expected "
+                "global parameters whose shapes do not depend on the number of units"
+            )
+    return tuple(sorted(latent))
+
+
+_CHECKED: dict = {}
+
+
+def user_model(spec: PriorSpec) -> tuple[Model, tuple[str, ...]]:
+    """The user model of a ``model:`` prior and its latent site names, checked once per process
+    (:func:`check_user_model`)."""
+    key = (spec.hash(), spec.source)
+    if key not in _CHECKED:
+        model = spec.resolve_model()
+        _CHECKED[key] = (model, check_user_model(spec, model))
+    return _CHECKED[key]
+
+
+@dataclass
+class ModelTaskBatch:
+    r"""Tasks drawn from a user model's prior; axis 0 of every input is the task.
+
+    ``latent`` maps each latent site to its draws ``(tasks, *shape)``. With the latents of task
+    :math:`b` substituted, :math:`\mu_a(u)` and :math:`\sigma_a(u)` are the model's ``mean`` and
+    ``sd`` sites at query points :math:`u` (unit cube), and outcomes are draws of its observed site
+    ``y`` (the model's own likelihood) for units at :math:`u` with arm :math:`a`.
+    """
+
+    model: Model
+    latent: dict
+    d: int = 1
+    name: str = "model-tasks"
+
+    def __post_init__(self):
+        self.bounds = (np.zeros(self.d), np.ones(self.d))
+        self.latent = {k: jnp.asarray(v) for k, v in self.latent.items()}
+
+    @property
+    def n_tasks(self) -> int:
+        return int(next(iter(self.latent.values())).shape[0])
+
+    def _check(self, x) -> np.ndarray:
+        x = np.asarray(x, dtype=float)
+        if x.ndim < 3 or x.shape[0] != self.n_tasks or x.shape[-1] != self.d:
+            raise ValueError(
+                f"x: a task batch of {self.n_tasks} tasks expects shape ({self.n_tasks}, n, {self.d}), got {x.shape}"
+            )
+        return x
+
+    def _sites(self, x) -> tuple[np.ndarray, np.ndarray]:
+        x = self._check(x)
+        flat = jnp.asarray(x.reshape(self.n_tasks, -1, self.d), jnp.float32)
+        one = {k: v[:, None] for k, v in self.latent.items()}
+        mu, sd = evaluate_sites(self.model, one, flat)  # (B, 1, 2, m)
+        shape = (self.n_tasks, 2, *x.shape[1:-1])
+        return np.asarray(mu[:, 0], float).reshape(shape), np.asarray(sd[:, 0], float).reshape(shape)
+
+    def mean(self, x, arm) -> np.ndarray:
+        mu, _ = self._sites(x)
+        return np.where(np.asarray(arm) == 1, mu[:, 1], mu[:, 0])
+
+    def sd(self, x, arm) -> np.ndarray:
+        _, sd = self._sites(x)
+        return np.where(np.asarray(arm) == 1, sd[:, 1], sd[:, 0])
+
+    def sample_covariates(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        return rng.uniform(size=(n, self.d))
+
+    def sample_outcomes(self, rng: np.random.Generator, x, arm) -> np.ndarray:
+        x = self._check(x)
+        lead = x.shape[1:-1]
+        a = np.broadcast_to(np.asarray(arm), (self.n_tasks, *lead)).reshape(self.n_tasks, -1)
+        keys = jax.random.split(jax.random.PRNGKey(int(rng.integers(2**31 - 1))), self.n_tasks)
+        flat = jnp.asarray(x.reshape(self.n_tasks, -1, self.d), jnp.float32)
+        y = _sample_outcomes(self.model, self.latent, keys, flat, jnp.asarray(a, jnp.int32))
+        return np.asarray(y, float).reshape(self.n_tasks, *lead)
+
+    def quadrature(self, n: int = 2000) -> tuple[np.ndarray, np.ndarray]:
+        """Midpoint nodes on [0, 1] (``d = 1``) or 4096 seeded uniform nodes (``d > 1``)."""
+        if self.d == 1:
+            return (np.arange(n)[:, None] + 0.5) / n, np.full(n, 1.0 / n)
+        u = np.random.default_rng(12345).uniform(size=(_QUADRATURE_MC, self.d))
+        return u, np.full(_QUADRATURE_MC, 1.0 / _QUADRATURE_MC)
+
+    @cached_property
+    def ate(self) -> np.ndarray:
+        r""":math:`E[\mu_1(U) - \mu_0(U)]` per task over the quadrature nodes."""
+        u, w = self.quadrature()
+        mu, _ = self._sites(np.broadcast_to(u, (self.n_tasks, *u.shape)))
+        return (mu[:, 1] - mu[:, 0]) @ w
+
+
+def sample_model_tasks(spec: PriorSpec, rng: np.random.Generator, n: int) -> ModelTaskBatch:
+    """``n`` tasks from a user model's prior: its latent sites drawn by NumPyro ``Predictive``
+    (no history) with a key from ``rng``; the batch lives on the unit cube."""
+    from numpyro.infer import Predictive
+
+    model, names = user_model(spec)
+    if not names:
+        raise _model_error(spec, "no latent sample sites: every task would be the same; expected model parameters")
+    key = jax.random.PRNGKey(int(rng.integers(2**31 - 1)))
+    x, a, _, mask, xq = model_args(spec.d)
+    draws = Predictive(model, num_samples=n, return_sites=list(names))(key, x, a, None, mask, xq)
+    return ModelTaskBatch(model, {k: np.asarray(draws[k]) for k in names}, spec.d, name=spec.name)
 
 
 # ------------------------------------------------------------------------- NumPyro models
@@ -274,14 +539,15 @@ def numpyro_model(spec: PriorSpec, smoothness_class: int | None = None) -> Model
     ``sd`` (2, q): :math:`\mu_a(x_q)` and :math:`\sigma_a(x_q)` (see the module notes per family).
     Bernoulli models have no ``z_logsd``/``theta_logsd``.
 
-    A prior with ``model:`` returns the user's model (the same protocol). For a smoothness
+    A prior with ``model:`` returns the user's model (the same protocol, checked by
+    :func:`check_user_model`). For a smoothness
     mixture pass ``smoothness_class=k`` (:math:`\beta = \beta_k` in every series); the mixture
     over classes is the teacher's job, not a discrete latent in NUTS.
     """
     if spec.model is not None:
         if smoothness_class is not None:
             raise ValueError("smoothness_class: a user model has no smoothness classes")
-        return spec.resolve_model()
+        return user_model(spec)[0]
     spec.class_beta(smoothness_class)  # a mixture needs a class; checks the index
     n_terms, family, df = spec.n_terms, spec.family, spec.outcome.df
     loc_m, sd_m = prior_arrays(spec, "mean", smoothness_class)

@@ -95,6 +95,8 @@ def simulate_chunk(
             out[k].append(res[k][..., refit_every:])
         out["class_prob"].append(res.get("class_prob", np.ones((n_tasks, 1))))
         fit_diag.append(teacher.diagnostics(state) if hasattr(teacher, "diagnostics") else {})
+        if s == steps - 1:
+            break  # a refit on the whole history would label nothing
         a = (u[:, lo:hi] < pi[:, lo:hi]).astype(np.int8)
         y = np.where(a == 1, y1[:, lo:hi], y0[:, lo:hi])
         state = teacher.update(state, x[:, lo:hi], a, y, pi[:, lo:hi])

@@ -90,6 +90,14 @@ def test_beta1_gives_the_s4_tasks():
     assert type(env).__name__ == "SeriesTaskBatch" and np.all(classes == 0)
     np.testing.assert_allclose(env.theta_mean, s4.theta_mean, rtol=1e-12)
     np.testing.assert_allclose(env.theta_logsd, s4.theta_logsd, rtol=1e-12)
+    # other settings of S4 give coefficients with the series prior's scales c (j + 1)^-(beta + 1/2)
+    s = SeriesPriorTasks(beta=2.0, n_terms=4, mean_scale=0.5, logsd_scale=0.3).sample_tasks(
+        np.random.default_rng(8), 20_000)
+    j = np.arange(5.0)
+    np.testing.assert_allclose(s.theta_mean.std(0), np.broadcast_to(0.5 * np.r_[1, (j[1:] + 1) ** -2.5], (2, 5)),
+                               rtol=0.04)
+    np.testing.assert_allclose(s.theta_logsd.std(0), np.broadcast_to(0.3 * np.r_[1, (j[1:] + 1) ** -2.5], (2, 5)),
+                               rtol=0.04)
 
 
 def test_coefficient_scales_offsets_and_padding():
@@ -327,18 +335,13 @@ def test_known_variance_nuts_matches_closed_form():
         np.testing.assert_allclose(s.std(0), q_sd, rtol=0.15)
 
 
-def test_mixture_model_needs_a_class_and_user_models_pass_through(tmp_path, monkeypatch):
+def test_mixture_model_needs_a_class_and_user_models_pass_through():
     with pytest.raises(ValueError, match="smoothness_class"):
         numpyro_model(load_prior("smoothness-mixture"))
     with pytest.raises(ValueError, match="bernoulli"):
         known_variance_model(load_prior("binary"), 1.0)
-    (tmp_path / "user_prior_model_qq.py").write_text(
-        "def model(x, a, y, mask, x_query):\n    return None\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
     spec = PriorSpec.from_dict({"name": "u", "covariates": [{"name": "x", "low": 0, "high": 1}],
-                                "model": "user_prior_model_qq:model"})
-    import user_prior_model_qq
+                                "model": "_user_models:dose_response"})
+    import _user_models
 
-    assert numpyro_model(spec) is user_prior_model_qq.model
-    with pytest.raises(ValueError, match="user model"):
-        PriorTasks(spec)
+    assert numpyro_model(spec) is _user_models.dose_response

@@ -102,3 +102,43 @@ def test_traces_cli(tmp_path):
         main, ["traces", "--prior", "beta1", "-N", "4", "-T", "50", "--refit-every", "20", "--out", str(out)]
     )
     assert res.exit_code == 2 and "refit_every: expected a divisor of the horizon 50" in res.output
+
+
+def _dose_prior(tmp_path):
+    path = tmp_path / "dose.yaml"
+    path.write_text(
+        "name: dose\ndescription: dose-response user model\ncovariates:\n  - {name: dose, low: 0, high: 10}\n"
+        'model: "_user_models:dose_response"\n'
+    )
+    return path
+
+
+def test_nuts_traces_from_a_user_model(tmp_path):
+    """Tasks drawn from the model's prior: the recorded truth is the model's sd at the queries for
+    the latents of the task (closed form from the same draws), and the labels are posterior Neyman."""
+    from bayesdesign.models import sample_tasks
+
+    prior = _dose_prior(tmp_path)
+    out = generate_traces(prior, "nuts", tasks=3, horizon=40, queries=4, out=tmp_path / "t.nc", refit_every=20,
+                          seed=5, teacher_kwargs={"num_warmup": 150, "num_samples": 100})
+    ds = load_dataset(out)
+    spec = bd.spec.load_prior(prior)
+    env, _ = sample_tasks(spec, np.random.default_rng(np.random.SeedSequence([5, 0]).spawn(5)[0]), 3)
+    lat = {k: np.asarray(v, float) for k, v in env.env.latent.items()}
+    u = ds.x_query.values[..., 0].astype(float) / 10.0  # (task, step, query)
+    for a in (0, 1):
+        expect = lat["g0"][:, a, None, None] + lat["g1"][:, a, None, None] * u
+        np.testing.assert_allclose(ds.true_log_sd.values[:, :, a], expect, atol=1e-4)
+    assert np.all(ds.pi.values[:, :10] == 0.5) and np.all(ds.class_prob.values == 1.0)
+    assert np.all(np.isfinite(ds.fit_ess.values[:, 1])) and ds.attrs["prior_name"] == "dose"
+    # after 20 units the teacher's rule is its posterior's: sbar-ratio away from 1/2 on these tasks
+    assert np.abs(ds.pi_raw.values[:, 1] - 0.5).mean() > 0.02
+
+
+def test_traces_cli_svi_on_a_user_model(tmp_path):
+    out = tmp_path / "s.nc"
+    res = CliRunner().invoke(main, ["traces", "--prior", str(_dose_prior(tmp_path)), "--teacher", "svi", "-N", "2",
+                                    "-T", "20", "-Q", "2", "--refit-every", "20", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    ds = load_dataset(out)
+    assert ds.attrs["teacher"] == "svi" and np.all(np.isfinite(ds.true_log_sd.values))

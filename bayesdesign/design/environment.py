@@ -20,7 +20,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from ..basis import prior_scales, series_eval, to_unit
+from ..basis import series_eval, to_unit
 
 __all__ = [
     "Environment",
@@ -324,12 +324,28 @@ class SeriesPriorTasks:
     def __post_init__(self):
         self.bounds = (np.zeros(self.d), np.ones(self.d))
 
+    def prior(self) -> dict:
+        """The prior file these settings describe (one shared series per part, zero offsets)."""
+        names = ["x"] if self.d == 1 else [f"x{i + 1}" for i in range(self.d)]
+
+        def series(scale):
+            return {"series": "cosine", "terms": self.n_terms, "beta": self.beta, "scale": scale, "offset": 0.0}
+
+        return {
+            "name": self.name,
+            "description": self.description,
+            "covariates": [{"name": c, "low": 0.0, "high": 1.0} for c in names],
+            "outcome": {"family": "gaussian"},
+            "arms": {"shared": {"mean": series(self.mean_scale), "log_sd": series(self.logsd_scale)}},
+        }
+
     def sample_tasks(self, rng: np.random.Generator, n: int) -> SeriesTaskBatch:
-        f = 1 + self.d * self.n_terms
-        s = prior_scales(self.d, self.n_terms, self.beta)
-        tm = rng.standard_normal((n, 2, f)) * s * self.mean_scale
-        ts = rng.standard_normal((n, 2, f)) * s * self.logsd_scale
-        return SeriesTaskBatch(tm, ts, self.n_terms, self.d, name=self.name)
+        """``n`` tasks, drawn by :func:`bayesdesign.models.sample_tasks` from :meth:`prior` (the one
+        implementation of prior task sampling)."""
+        from ..models import sample_tasks
+        from ..spec import PriorSpec
+
+        return sample_tasks(PriorSpec.from_dict(self.prior(), source=f"scenario {self.name}"), rng, n)[0]
 
 
 @dataclass

@@ -54,13 +54,13 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
-from numpyro import handlers
 from numpyro.infer.initialization import init_to_median
 from numpyro.infer.util import initialize_model
 
 from ..basis import cosine_features
 from ..design.policy import History, SequentialPolicy
-from ..models import mask_padding, numpyro_model, prior_arrays
+from ..models import evaluate_sites, mask_padding, numpyro_model, prior_arrays
+from ..models import model_args as dummy_args
 from .base import TeacherConfig
 
 __all__ = [
@@ -141,17 +141,6 @@ class ModelParts(NamedTuple):
     init_flat: np.ndarray
     unravel: Callable
     latent_names: tuple[str, ...]
-
-
-def dummy_args(d: int, n: int = 1, q: int = 1) -> tuple:
-    """Model arguments ``(x, a, y, mask, x_query)`` with ``n`` masked units and ``q`` queries."""
-    return (
-        jnp.full((n, d), 0.5, jnp.float32),
-        jnp.zeros((n,), jnp.int32),
-        jnp.zeros((n,), jnp.float32),
-        jnp.zeros((n,), bool),
-        jnp.full((q, d), 0.5, jnp.float32),
-    )
 
 
 def series_fit_model(spec, smoothness_class: int | None = None) -> tuple[Callable, Callable]:
@@ -238,23 +227,6 @@ def cached_model_parts(spec, smoothness_class: int | None = None) -> ModelParts:
     if key not in _PARTS:
         _PARTS[key] = model_parts(spec, smoothness_class)
     return _PARTS[key]
-
-
-def _sites_one(model, latent: dict, x_query: jnp.ndarray):
-    args = dummy_args(x_query.shape[-1], 1, x_query.shape[0])[:-1] + (x_query,)
-    tr = handlers.trace(handlers.substitute(handlers.seed(model, 0), data=latent)).get_trace(*args)
-    return tr["mean"]["value"], tr["sd"]["value"]
-
-
-@partial(jax.jit, static_argnums=0)
-def evaluate_sites(model: Callable, latent: dict, x_query: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
-    """Deterministic sites ``mean`` and ``sd`` of ``model`` for every draw.
-
-    ``latent`` maps each latent site to draws ``(B, S, *shape)``; ``x_query`` (B, Q, d) in unit
-    coordinates. Returns ``mean``, ``sd`` of shape (B, S, 2, Q).
-    """
-    per_draw = jax.vmap(partial(_sites_one, model), in_axes=(0, None))
-    return jax.vmap(per_draw)(latent, x_query)
 
 
 def prior_draws(parts: ModelParts, d: int, n: int, key) -> dict[str, np.ndarray]:

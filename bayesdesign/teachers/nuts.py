@@ -36,6 +36,7 @@ coefficients, worst over coefficients; with one chain :math:`\hat R` is the spli
 
 from __future__ import annotations
 
+import warnings
 from functools import partial
 from typing import NamedTuple
 
@@ -274,8 +275,12 @@ def _collect(results: list[ChainResult]) -> FitResult:
                                                                             "inverse_mass_matrix")))
     z = np.stack([r.z for r in results], 1)  # (B, K, C, S, D)
     zc = np.moveaxis(z, (2, 3), (0, 1)).astype(np.float64)  # (C, S, B, K, D)
-    rhat = np.asarray(split_gelman_rubin(zc)) if zc.shape[1] >= 4 else np.full(zc.shape[2:], np.nan)
-    ess = np.asarray(effective_sample_size(zc)) if zc.shape[1] >= 4 else np.full(zc.shape[2:], np.nan)
+    with warnings.catch_warnings():  # a chain that barely moved has no R-hat / ESS: NaN, flagged in traces
+        warnings.simplefilter("ignore", RuntimeWarning)
+        rhat = np.asarray(split_gelman_rubin(zc)) if zc.shape[1] >= 4 else np.full(zc.shape[2:], np.nan)
+        ess = np.asarray(effective_sample_size(zc)) if zc.shape[1] >= 4 else np.full(zc.shape[2:], np.nan)
+        rhat_max = np.nanmax(rhat, axis=(1, 2)) if np.isfinite(rhat).any() else np.full(z.shape[0], np.nan)
+        ess_min = np.nanmin(ess, axis=(1, 2)) if np.isfinite(ess).any() else np.full(z.shape[0], np.nan)
     div = np.stack([r.diverging for r in results], 1)  # (B, K, C, S)
     steps = np.stack([r.num_steps for r in results], 1)
     acc = np.stack([r.accept_prob for r in results], 1)
@@ -284,10 +289,12 @@ def _collect(results: list[ChainResult]) -> FitResult:
         "accept_prob": acc.mean((1, 2, 3)),
         "tree_size": steps.mean((1, 2, 3)),
         "step_size": warm.step_size.mean((0, 2)),
-        "rhat": np.nanmax(rhat, axis=(1, 2)) if np.isfinite(rhat).any() else np.full(z.shape[0], np.nan),
-        "ess": np.nanmin(ess, axis=(1, 2)) if np.isfinite(ess).any() else np.full(z.shape[0], np.nan),
+        "rhat": rhat_max,
+        "ess": ess_min,
     }
     if zc.shape[1] >= 4:  # smallest tail ESS (ArviZ's definition; diagnostics.convergence.ess_tail)
-        diagnostics["ess_tail"] = np.nanmin(ess_tail(zc), axis=(1, 2))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            diagnostics["ess_tail"] = np.nanmin(ess_tail(zc), axis=(1, 2))
     stats = {"diverging": div, "tree_size": steps, "acceptance_rate": acc}
     return FitResult(draws, warm, diagnostics, stats)
