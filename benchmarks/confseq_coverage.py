@@ -6,6 +6,7 @@ scenario.
     python benchmarks/confseq_coverage.py                         # S1-S6, 500 replications, T = 2000
     python benchmarks/confseq_coverage.py --quick                 # S2, 100 replications
     python benchmarks/confseq_coverage.py --scenarios S2,S5 --designs uniform,plugin-neyman
+    python benchmarks/confseq_coverage.py --designs student:pretrained --section confseq-student
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=None)
     ap.add_argument("--horizon", "-T", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--section", default="confseq", help="section of docs/benchmarks.md to (re)write")
     args = ap.parse_args()
     scenarios = (args.scenarios or ("S2" if args.quick else "S1,S2,S3,S4,S5,S6")).split(",")
     reps = args.reps or (100 if args.quick else 500)
@@ -69,7 +71,7 @@ point; the small difference comes from the scored units being fewer than T).
 
 {table}
 """
-    write_section("confseq", body)
+    write_section(args.section, body)
 
 
 if __name__ == "__main__":

@@ -435,3 +435,23 @@ def test_experiment_in_process_names_bad_fields(tmp_path):
         Experiment.create(str(tmp_path / "e.db"), "bad name", "uniform", {"age": (18, 90)})
     assert e.value.loc == ("body", "name")
     assert len(Experiment.open(str(tmp_path / "e.db"), "py").log()) == 1
+
+
+@pytest.mark.slow
+def test_student_design_in_process_reproduces_from_the_log(tmp_path):
+    """The shipped student as a live design (one covariate in its [0, 1] box): propensities
+    rebuilt from the log outside the service agree, and they move away from 1/2 once outcomes
+    arrive (against the untrained start: every propensity of version 0 is 1/2)."""
+    from bayesdesign import Experiment
+
+    db = str(tmp_path / "s.db")
+    exp = Experiment.create(db, "stu", "student:pretrained", {"x": (0.0, 1.0)}, batch_size=5, horizon=300, seed=3)
+    rng = np.random.default_rng(7)
+    for i in range(150):
+        x = float(rng.uniform())
+        a = exp.assign(f"s{i}", {"x": x})
+        exp.record(f"s{i}", float((0.2 + 2.0 * x * a.arm) * rng.normal()))
+    log = exp.log()
+    check = replay_check(db, "stu")
+    assert check["versions"] >= 25
+    assert (log["pi"].iloc[:1] == 0.5).all() and log["pi"].iloc[100:].std() > 0.02

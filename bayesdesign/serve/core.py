@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import secrets
 import threading
 import time
@@ -27,6 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from sqlalchemy import Engine, bindparam, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
 from .logfile import for_analysis
 from .store import experiments, make_engine, units
@@ -186,8 +188,6 @@ def coin(seed: int, seq: int) -> float:
 
 
 def check_name(name: str, loc: tuple = ("path", "name")) -> str:
-    import re
-
     if not isinstance(name, str) or not re.fullmatch(NAME_PATTERN, name):
         raise InputError(loc, f"experiment name must match {NAME_PATTERN}, got {name!r}")
     return name
@@ -220,8 +220,6 @@ class Core:
         if not isinstance(covariates, list | tuple) or not covariates:
             raise InputError(("body", "covariates"), "expected a non-empty list of {name, low, high}")
         covs, seen = [], set()
-        import re
-
         for i, c in enumerate(covariates):
             loc = ("body", "covariates", i)
             c = dict(c)
@@ -251,14 +249,17 @@ class Core:
             policy = make_design(design, _Env(definition), horizon)
         except (ValueError, FileNotFoundError) as e:
             raise InputError(("body", "design"), str(e)) from None
-        with self.engine.begin() as conn:
-            if conn.execute(select(experiments.c.name).where(experiments.c.name == name)).first():
-                raise Conflict("name", f"experiment {name!r} exists")
-            conn.execute(insert(experiments).values(
-                name=name, design=design, covariates=json.dumps(definition.public()["covariates"]),
-                batch_size=batch_size, horizon=horizon, seed=str(seed), created_at=time.time(), n_units=0,
-                n_outcomes=0,
-            ))
+        try:
+            with self.engine.begin() as conn:
+                if conn.execute(select(experiments.c.name).where(experiments.c.name == name)).first():
+                    raise Conflict("name", f"experiment {name!r} exists")
+                conn.execute(insert(experiments).values(
+                    name=name, design=design, covariates=json.dumps(definition.public()["covariates"]),
+                    batch_size=batch_size, horizon=horizon, seed=str(seed), created_at=time.time(), n_units=0,
+                    n_outcomes=0,
+                ))
+        except IntegrityError:  # another process created it between our check and our insert
+            raise Conflict("name", f"experiment {name!r} exists") from None
         with self._guard:
             self._live[name] = _Live(definition, policy, 0, policy.init(1))
         return definition
@@ -452,6 +453,9 @@ class Core:
         out = {"units": len(log), "outcomes": len(table), "ate": None, "se": None, "ci_low": None,
                "ci_high": None, "cs_low": None, "cs_high": None, "level": level,
                "cs_horizon": live.definition.horizon, "message": None}
+        if len(table) == 0:
+            out["message"] = "no outcomes yet"
+            return out
         try:
             res = analyze(table, level=level)
         except ValueError as e:

@@ -99,8 +99,10 @@ class ServerProcess:
 
 
 class PostgresCluster:
-    """A private PostgreSQL cluster in a temporary folder (``initdb`` + ``pg_ctl``, as the
-    ``postgres`` user when run by root), listening on 127.0.0.1 and a socket in that folder only;
+    """A private PostgreSQL cluster in a temporary folder (``initdb``, then ``postgres`` as the
+    ``postgres`` user when run by root), listening on 127.0.0.1 and a socket in that folder only.
+    The server is a child of this process started through ``setpriv --pdeathsig``, so it shuts
+    down when this process ends, even by ``kill -9`` (``pg_ctl`` where ``setpriv`` is missing);
     :meth:`stop` shuts it down and removes the folder. :meth:`available` says why not, if not."""
 
     def __init__(self):
@@ -138,14 +140,36 @@ class PostgresCluster:
             cmd = ["runuser", "-u", "postgres", "--", *cmd]
         return subprocess.run(cmd, check=check, capture_output=True, text=True, timeout=120)
 
-    def start(self) -> PostgresCluster:
+    def start(self, timeout: float = 60.0) -> PostgresCluster:
         if os.geteuid() == 0:
             shutil.chown(self.dir, "postgres", "postgres")
         self._run(self._bin("initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync",
                   "-E", "UTF8")
-        opts = f"-h 127.0.0.1 -p {self.port} -k {self.dir} -c fsync=on -c max_connections=200"
-        self._run(self._bin("pg_ctl"), "-D", str(self.data), "-o", opts, "-l", str(self.dir / "log"), "-w", "start")
-        return self
+        opts = ["-h", "127.0.0.1", "-p", str(self.port), "-k", str(self.dir), "-c", "fsync=on",
+                "-c", "max_connections=200"]
+        setpriv = shutil.which("setpriv")
+        if setpriv:  # the server is our child and gets SIGINT (fast shutdown) if we die, however we die
+            user = ["--reuid", "postgres", "--regid", "postgres", "--init-groups"] if os.geteuid() == 0 else []
+            self.log = open(self.dir / "log", "ab")  # noqa: SIM115 (closed in stop)
+            self.proc = subprocess.Popen([setpriv, *user, "--pdeathsig", "INT", self._bin("postgres"), "-D",
+                                          str(self.data), *opts], stdout=self.log, stderr=subprocess.STDOUT)
+        else:
+            self.proc = None
+            self._run(self._bin("pg_ctl"), "-D", str(self.data), "-o", " ".join(opts), "-l", str(self.dir / "log"),
+                      "-w", "start")
+        import psycopg
+
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                psycopg.connect(self.url(), connect_timeout=2).close()
+                return self
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline or (self.proc is not None and self.proc.poll() is not None):
+                    log = (self.dir / "log").read_text(errors="replace")[-2000:]
+                    self.stop()
+                    raise RuntimeError(f"PostgreSQL did not start: {log}") from None
+                time.sleep(0.2)
 
     def url(self, database: str = "postgres") -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
@@ -158,7 +182,17 @@ class PostgresCluster:
         return self.url(name)
 
     def stop(self) -> None:
-        if self.data.exists():
+        proc = getattr(self, "proc", None)
+        if proc is not None:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            self.log.close()
+        elif self.data.exists():
             self._run(self._bin("pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop", check=False)
         shutil.rmtree(self.dir, ignore_errors=True)
 
