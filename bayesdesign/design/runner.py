@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from ..efficiency import design_variance, neyman, truth
 from ..estimation import aipw, wald_interval
 from ..regression import SeriesRidge
-from ..validation import check_finite, check_in_bounds
+from ..validation import check_finite, check_in_bounds, check_shape
 from .environment import evaluate, is_task_distribution
 from .policy import History, IncrementalPolicy, check_policy_fits
 from .registry import make_design
@@ -37,8 +37,7 @@ def draw_experiments(env, horizon: int, reps: int, seed: int):
         env = env.sample_tasks(np.random.default_rng(s_task), reps)
     d = int(env.d)
     x = np.asarray(env.sample_covariates(np.random.default_rng(s_cov), reps * horizon), dtype=float)
-    if x.shape != (reps * horizon, d):
-        raise ValueError(f"environment.sample_covariates: expected shape ({reps * horizon}, {d}), got {x.shape}")
+    check_shape("environment.sample_covariates", x, (reps * horizon, d))
     check_finite("environment.sample_covariates", x)
     low, high = (np.asarray(b, dtype=float) for b in env.bounds)
     check_in_bounds("environment.sample_covariates", x, low, high)
