@@ -15,6 +15,7 @@ import numpy as np
 import xarray as xr
 from tqdm.auto import tqdm
 
+from .. import __version__
 from ..efficiency import design_variance, neyman, truth
 from ..estimation import aipw, wald_interval
 from ..regression import SeriesRidge
@@ -190,12 +191,6 @@ def simulate(
         batch_size=batch_size,
         kept_reps=keep,
         seconds=round(time.time() - started, 2),
-        bayesdesign_version=_version(),
+        bayesdesign_version=__version__,
     )
     return ds
-
-
-def _version() -> str:
-    from .. import __version__  # at call time: the package's __init__ imports this module
-
-    return __version__
