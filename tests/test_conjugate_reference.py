@@ -39,15 +39,16 @@ def case():
     u = rng.uniform(size=(n, 1))
     a = (rng.uniform(size=n) < 0.5).astype(float)
     y = np.sin(4 * u[:, 0]) * a + (0.5 + u[:, 0]) * rng.standard_normal(n)
-    want = {}  # (arm, regression) -> [(coef, ev) per class]
+    want, inputs = {}, {}  # (arm, regression) -> [(coef, ev) per class], and the regression's data
     for arm in (0, 1):
         phi, ya = cosine_features(u[a == arm], n_terms), y[a == arm]
         c = ya.mean()
         v_hat = (((ya - c) ** 2).sum() + PRIOR_OBS) / (len(ya) + PRIOR_OBS)
         targets = ((ya, v_hat, prior["s_mean"]), ((ya - c) ** 2 - 1.0, 2 * v_hat**2, prior["s_var"]))
         for reg, (t, v, s) in enumerate(targets):
+            inputs[arm, reg] = (phi, t, v, s[arm])
             want[arm, reg] = [reference(phi, t, s[arm, k], v) for k in range(s.shape[1])]
-    return spec, prior, n_terms, u, a, y, want
+    return spec, prior, n_terms, u, a, y, want, inputs
 
 
 def _model(spec, prior, n_terms):
@@ -58,7 +59,7 @@ def _model(spec, prior, n_terms):
 
 
 def test_torch_layer_against_the_reference(case):
-    spec, prior, n_terms, u, a, y, want = case
+    spec, prior, n_terms, u, a, y, want, _ = case
     layer = _model(spec, prior, n_terms).conj
     sums = layer.unit_stats(torch.as_tensor(u[None]), torch.as_tensor(a[None]), torch.as_tensor(y[None])).sum(1)
     fit = layer.fit(sums)
@@ -71,7 +72,7 @@ def test_torch_layer_against_the_reference(case):
 
 
 def test_numba_engine_against_the_reference(case):
-    spec, prior, n_terms, u, a, y, want = case
+    spec, prior, n_terms, u, a, y, want, _ = case
     model = _model(spec, prior, n_terms)
     w = Engine(model).weights
     sums = model.conj.unit_stats(torch.as_tensor(u[None]), torch.as_tensor(a[None]), torch.as_tensor(y[None])).sum(1)
@@ -86,15 +87,10 @@ def test_numba_engine_against_the_reference(case):
 
 
 def test_jax_teacher_against_the_reference(case):
-    spec, prior, n_terms, u, a, y, want = case
-    for arm in (0, 1):
-        phi, ya = cosine_features(u[a == arm], n_terms), y[a == arm]
-        c = ya.mean()
-        v_hat = (((ya - c) ** 2).sum() + PRIOR_OBS) / (len(ya) + PRIOR_OBS)
-        targets = ((ya, v_hat, prior["s_mean"]), ((ya - c) ** 2 - 1.0, 2 * v_hat**2, prior["s_var"]))
-        for reg, (t, v, s) in enumerate(targets):
-            f32 = lambda z: jnp.asarray(z, jnp.float32)  # noqa: E731
-            zbar, _, logev = _blr(f32(phi.T @ phi), f32(phi.T @ t), f32(t @ t), f32(len(t)), f32(v), f32(s[arm]))
-            for k, (ref_coef, ref_ev) in enumerate(want[arm, reg]):
-                np.testing.assert_allclose(s[arm, k] * np.asarray(zbar[k]), ref_coef, rtol=2e-3, atol=2e-3)
-                np.testing.assert_allclose(float(logev[k]), ref_ev, rtol=1e-4)
+    want, inputs = case[-2:]
+    f32 = lambda z: jnp.asarray(z, jnp.float32)  # noqa: E731
+    for key, (phi, t, v, s) in inputs.items():
+        zbar, _, logev = _blr(f32(phi.T @ phi), f32(phi.T @ t), f32(t @ t), f32(len(t)), f32(v), f32(s))
+        for k, (ref_coef, ref_ev) in enumerate(want[key]):
+            np.testing.assert_allclose(s[k] * np.asarray(zbar[k]), ref_coef, rtol=2e-3, atol=2e-3)
+            np.testing.assert_allclose(float(logev[k]), ref_ev, rtol=1e-4)
