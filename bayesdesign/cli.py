@@ -2,7 +2,9 @@
 
 Exit codes: 0 success, 2 bad input (unknown names, malformed files, invalid values: the
 message names the argument, file or column), 1 unexpected failure. Output is quiet in scripts:
-progress bars only on an interactive terminal unless ``--progress`` is given.
+progress bars only on an interactive terminal unless ``--progress`` is given. Each command
+imports its machinery inside its body, so that ``--help`` and the light commands start without
+loading JAX, torch or matplotlib.
 """
 
 from __future__ import annotations

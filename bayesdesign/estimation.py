@@ -24,7 +24,7 @@ from scipy import stats
 
 from .logs import describe, read_units
 from .regression import SeriesRidge, nuisance_fitter, sequential_predictions
-from .validation import check_arms, check_finite, check_in_bounds, check_propensity
+from .validation import check_arms, check_finite, check_in_bounds, check_propensity, check_shape
 
 __all__ = ["AIPWResult", "aipw", "ipw", "difference_in_means", "wald_interval", "analyze"]
 
@@ -56,8 +56,7 @@ def _batch(x, a, y, pi):
     a = check_arms("a", a)
     pi = check_propensity("pi", pi)
     for name, v in (("a", a), ("y", y), ("pi", pi)):
-        if v.shape != x.shape[:-1]:
-            raise ValueError(f"{name}: expected shape {x.shape[:-1]} to match x, got {v.shape}")
+        check_shape(name, v, x.shape[:-1])  # one per row of x
     squeeze = x.ndim == 2
     if squeeze:
         x, a, y, pi = x[None], a[None], y[None], pi[None]

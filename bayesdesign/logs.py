@@ -161,9 +161,7 @@ class LoggedUnits(NamedTuple):
 def read_units(
     source,
     covariates: Sequence[str] | None = None,
-    arm: str = "a",
-    outcome: str = "y",
-    propensity: str = "pi",
+    arm: str = "a", outcome: str = "y", propensity: str = "pi",  # the column names
     require_propensity: bool = True,
     prefer: Sequence[str] | None = None,
 ) -> LoggedUnits:

@@ -64,6 +64,8 @@ from pydantic import (
     model_validator,
 )
 
+from .basis import to_unit
+
 __all__ = [
     "PriorSpecError",
     "PriorSpec",
@@ -367,10 +369,8 @@ class PriorSpec(_Base):
         )
 
     def to_unit(self, x: np.ndarray) -> np.ndarray:
-        """Map covariates ``(..., d)`` in user units to the unit cube (clipped)."""
-        low, high = self.bounds
-        x = np.asarray(x, dtype=float)
-        return np.clip((x - low) / (high - low), 0.0, 1.0)
+        """Map covariates ``(..., d)`` in user units to the unit cube (clipped; :func:`~bayesdesign.basis.to_unit`)."""
+        return to_unit(x, *self.bounds)
 
     @property
     def family(self) -> str:

@@ -43,8 +43,14 @@ import numpy as np
 import xarray as xr
 from tqdm.auto import tqdm
 
+from . import __version__
+from .design.environment import evaluate
+from .diagnostics.convergence import trace_variables
 from .efficiency import neyman
 from .io import load_dataset, save_dataset, write_text
+from .models import sample_tasks
+from .spec import load_prior
+from .teachers import make_teacher
 
 __all__ = ["generate_traces", "simulate_chunk"]
 
@@ -58,9 +64,6 @@ def simulate_chunk(
     design assigns the units instead (each block of ``refit_every`` units with its state at the
     block's start, as a batched design) and the teacher only labels the queries: the histories a
     student creates itself, labelled by its teacher (DAgger)."""
-    from .design.environment import evaluate
-    from .models import sample_tasks
-
     if horizon % refit_every:
         raise ValueError(f"refit_every: expected a divisor of the horizon {horizon}, got {refit_every}")
     s_task, s_x, s_y, s_u, s_q = np.random.SeedSequence(seed).spawn(5)
@@ -126,8 +129,6 @@ def simulate_chunk(
         data[k] = (("task", "step", "arm", "query"), np.stack(out[k], 1).astype(f32))
     data["true_log_sd"] = (("task", "step", "arm", "query"), true_ls.transpose(0, 2, 1, 3).astype(f32))
     if any(fit_diag):  # NUTS/SVI: fit_rhat, fit_ess, fit_ess_tail, fit_divergences, ..., fit_flagged
-        from .diagnostics.convergence import trace_variables
-
         data.update(trace_variables(fit_diag, n_tasks))
     return xr.Dataset(data, coords={"arm": [0, 1], "covariate": spec.covariate_names})
 
@@ -173,10 +174,6 @@ def generate_traces(
     with seed ``(seed, chunk index)``); a manifest there must match the arguments of a resumed
     run. When every chunk is present they are concatenated into ``out`` and the parts removed.
     """
-    from . import __version__
-    from .spec import load_prior
-    from .teachers import make_teacher
-
     if tasks < 1 or horizon < 1 or queries < 1:
         raise ValueError(f"tasks, horizon, queries: expected positive integers, got {tasks}, {horizon}, {queries}")
     if horizon % refit_every:

@@ -24,12 +24,10 @@ def _first(bad: np.ndarray, at: Callable[[tuple[int, ...]], str] | None) -> str:
 
 
 def check_shape(name: str, arr, shape: tuple) -> np.ndarray:
-    """``arr`` as an array of exactly ``shape`` (``None`` in ``shape`` matches any length)."""
+    """``arr`` as an array of exactly ``shape``."""
     arr = np.asarray(arr)
-    ok = arr.ndim == len(shape) and all(s is None or s == n for s, n in zip(shape, arr.shape, strict=False))
-    if not ok:
-        want = tuple("any" if s is None else s for s in shape)
-        raise ValueError(f"{name}: expected shape {want}, got {arr.shape}")
+    if arr.shape != tuple(shape):
+        raise ValueError(f"{name}: expected shape {tuple(shape)}, got {arr.shape}")
     return arr
 
 

@@ -73,3 +73,18 @@ def test_no_two_modules_import_each_other():
         deps[name] = found & set(mods) - {name}
     cycles = [(a, b) for a, b in itertools.combinations(sorted(mods), 2) if b in deps[a] and a in deps[b]]
     assert not cycles
+
+
+def test_every_to_unit_is_the_basis_one():
+    """basis.to_unit is the reference: the prior's, the student's scaling (float32) and the
+    engine's compiled copy (tested against the scaling in test_student_engine.py) agree with it."""
+    from bayesdesign.basis import to_unit
+    from bayesdesign.spec import load_prior
+    from bayesdesign.student.scaling import InputScaling
+
+    spec = load_prior("beta1")
+    x = np.array([[-0.5], [0.0], [0.3], [1.0], [7.0]])
+    np.testing.assert_array_equal(to_unit(x, [0.0], [1.0])[:, 0], [0.0, 0.0, 0.3, 1.0, 1.0])
+    np.testing.assert_array_equal(spec.to_unit(x), to_unit(x, *spec.bounds))
+    sc = InputScaling.from_spec(spec, bounds=([-1.0], [3.0]))
+    np.testing.assert_array_equal(sc.to_unit(x), to_unit(x, [-1.0], [3.0]).astype(np.float32))

@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _environments import TwoCovariates
 from test_student_checkpoint import make_checkpoint
 
 import bayesdesign as bd
@@ -80,7 +81,7 @@ def test_design_names(ckpt):
     with pytest.raises(ValueError, match=r"box \(low \[0.0\], high \[5.0\]\) is not inside the box the student"):
         bd.simulate(wide, [policy], horizon=20, reps=1)
     with pytest.raises(ValueError, match=r"dimension mismatch: .* 1 covariate\(s\), the environment has 2"):
-        bd.simulate(_TwoCovariates(), [policy], horizon=20, reps=1)
+        bd.simulate(TwoCovariates(), [policy], horizon=20, reps=1)
     with pytest.raises(ValueError, match=r"^x \(design .*the box the student was trained on\): covariate 0 has 1"):
         policy.propensity(bd.History.empty(1), np.array([[0.5], [1.5]]))
     with pytest.raises(ValueError, match=r"^x: expected shape \(\.\.\., 1\) \(1 covariate\(s\) per unit\), got \(3, 2"):
@@ -89,12 +90,3 @@ def test_design_names(ckpt):
         with pytest.raises(FileNotFoundError, match="no shipped student"):
             make_design("student:pretrained", env, horizon=40)
 
-
-class _TwoCovariates:
-    d, bounds = 2, (np.zeros(2), np.ones(2))
-
-    def sample_covariates(self, rng, n):
-        return rng.uniform(size=(n, 2))
-
-    def sample_outcomes(self, rng, x, arm):
-        return x[..., 0] + rng.standard_normal(x.shape[:-1])

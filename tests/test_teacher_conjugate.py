@@ -3,6 +3,7 @@ Gaussian marginal likelihood, and the class that generated prior draws."""
 
 import numpy as np
 import pytest
+from _environments import TwoCovariates
 from scipy import stats
 
 import bayesdesign as bd
@@ -158,18 +159,6 @@ def test_teacher_as_a_design_and_bounds_check():
     with pytest.raises(ValueError, match=r"'teacher:conjugate': the environment's " + box):
         simulate(wide, [teacher], horizon=20, reps=1)
     with pytest.raises(ValueError, match=r"dimension mismatch: .* 1 covariate\(s\), the environment has 2"):
-        simulate(_TwoCovariates(), [teacher], horizon=20, reps=1)
-
-
-class _TwoCovariates:
-    """A user environment with d = 2 (unit square, unit-variance outcomes)."""
-
-    d, bounds = 2, (np.zeros(2), np.ones(2))
-
-    def sample_covariates(self, rng, n):
-        return rng.uniform(size=(n, 2))
-
-    def sample_outcomes(self, rng, x, arm):
-        return x[..., 0] + rng.standard_normal(x.shape[:-1])
+        simulate(TwoCovariates(), [teacher], horizon=20, reps=1)
     with pytest.raises(ValueError, match="teacher: unknown backend 'hmc'"):
         simulate(bd.get_scenario("S2"), ["teacher:hmc:beta1"], horizon=20, reps=1)

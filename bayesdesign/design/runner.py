@@ -15,11 +15,12 @@ import numpy as np
 import xarray as xr
 from tqdm.auto import tqdm
 
+from .. import __version__
 from ..confseq import aipw_confseq, covers_always
 from ..efficiency import design_variance, neyman, truth
 from ..estimation import aipw, wald_interval
 from ..regression import nuisance_fitter
-from ..validation import check_finite, check_in_bounds
+from ..validation import check_finite, check_in_bounds, check_shape
 from .environment import evaluate, is_task_distribution
 from .policy import History, IncrementalPolicy, check_policy_fits
 from .registry import make_design
@@ -38,8 +39,7 @@ def draw_experiments(env, horizon: int, reps: int, seed: int):
         env = env.sample_tasks(np.random.default_rng(s_task), reps)
     d = int(env.d)
     x = np.asarray(env.sample_covariates(np.random.default_rng(s_cov), reps * horizon), dtype=float)
-    if x.shape != (reps * horizon, d):
-        raise ValueError(f"environment.sample_covariates: expected shape ({reps * horizon}, {d}), got {x.shape}")
+    check_shape("environment.sample_covariates", x, (reps * horizon, d))
     check_finite("environment.sample_covariates", x)
     low, high = (np.asarray(b, dtype=float) for b in env.bounds)
     check_in_bounds("environment.sample_covariates", x, low, high)
@@ -195,12 +195,6 @@ def simulate(
         batch_size=batch_size,
         kept_reps=keep,
         seconds=round(time.time() - started, 2),
-        bayesdesign_version=_version(),
+        bayesdesign_version=__version__,
     )
     return ds
-
-
-def _version() -> str:
-    from .. import __version__  # at call time: the package's __init__ imports this module
-
-    return __version__

@@ -36,6 +36,8 @@ import numpy as np
 import xarray as xr
 from scipy.stats import norm
 
+from ..design.policy import ClipSchedule
+from ..io import load_dataset
 from .ecdf import eval_points, uniformity_check
 
 if TYPE_CHECKING:
@@ -82,7 +84,7 @@ def student_outputs(student: Student, arrays: TraceArrays, batch_size: int = 64)
     """Run a loaded student (:func:`~bayesdesign.student.load_student`) on every (task, step) of
     :class:`~bayesdesign.student.data.TraceArrays`: ``pi`` (T, S, Q), ``log_sd_mean``,
     ``log_sd_sd`` (T, S, 2, Q), ``class_prob`` (T, S, K)."""
-    import torch
+    import torch  # lazy: torch loads only for a student check
 
     model = student.model
     model.eval()
@@ -124,9 +126,7 @@ def student_calibration(
 ) -> xr.Dataset:
     """PIT, gate reliability and imitation error of the student in ``student_dir`` on held-out
     ``traces`` (see the module notes). The traces must come from the student's prior."""
-    from ..design.policy import ClipSchedule
-    from ..io import load_dataset
-    from ..student.checkpoint import load_student
+    from ..student.checkpoint import load_student  # lazy: torch (as above)
     from ..student.data import load_traces
 
     started = time.time()

@@ -57,7 +57,7 @@ def convergence_summary(idata, var_names: list[str] | None = None) -> xr.Dataset
     when the fit has no ``sample_stats.diverging``), ``chains``, ``draws``, and the worst values
     ``rhat_max``, ``ess_bulk_min``, ``ess_tail_min``.
     """
-    import arviz as az
+    import arviz as az  # lazy: ArviZ takes about a second; the NUTS teacher imports this module
 
     idata = az.convert_to_inference_data(idata)
     post = idata.posterior

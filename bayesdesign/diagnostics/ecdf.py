@@ -22,6 +22,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
+from arviz.stats.ecdf_utils import compute_ecdf, ecdf_confidence_band
 
 __all__ = ["eval_points", "uniformity_check", "ranks_to_unit"]
 
@@ -54,8 +55,6 @@ def uniformity_check(values: np.ndarray, n_draws: int | None = None, prob: float
     ``max_excess`` (largest distance of the ECDF outside the band, 0 when inside), ``ks`` (the
     largest :math:`|F_N(z) - z|` on the points) and ``n``.
     """
-    from arviz.stats.ecdf_utils import compute_ecdf
-
     if not 0.0 < prob < 1.0:
         raise ValueError(f"prob: expected a probability in (0, 1), got {prob}")
     if n_tests < 1:
@@ -88,8 +87,6 @@ def uniformity_check(values: np.ndarray, n_draws: int | None = None, prob: float
 def _band(n: int, n_draws: int | None, level: float) -> tuple[np.ndarray, np.ndarray]:
     """The simultaneous band for ``n`` values (it depends on nothing else; the optimization
     takes about 0.3 s, so it is cached)."""
-    from arviz.stats.ecdf_utils import ecdf_confidence_band
-
     z = eval_points(n_draws)
     lower, upper = ecdf_confidence_band(n, z, z, prob=level, method="optimized")
     return np.asarray(lower, float), np.asarray(upper, float)

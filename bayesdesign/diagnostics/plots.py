@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import base64
 import io
-from typing import TYPE_CHECKING
 
+import arviz as az
 import numpy as np
 import pandas as pd
 import xarray as xr
+from matplotlib.figure import Figure
+from scipy.stats import uniform
 
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
+from .ecdf import ranks_to_unit
 
 __all__ = [
     "plot_uniformity_panels",
@@ -30,8 +31,6 @@ __all__ = [
 
 
 def _figure(nrows: int = 1, ncols: int = 1, width: float = 4.2, height: float = 3.2):
-    from matplotlib.figure import Figure
-
     fig = Figure(figsize=(width * ncols, height * nrows), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False)
     return fig, axes.ravel()
@@ -52,9 +51,6 @@ def to_base64(fig: Figure, dpi: int = 90) -> str:
 
 def _ecdf_panel(ax, u: np.ndarray, z: np.ndarray, level: float, title: str, passed: bool) -> None:
     """ECDF difference :math:`F_N(z) - z` of ``u`` with ArviZ's simultaneous band at ``level``."""
-    import arviz as az
-    from scipy.stats import uniform
-
     az.plot_ecdf(
         u, eval_points=z, cdf=uniform(0, 1).cdf, difference=True, confidence_bands="optimized", ci_prob=level, ax=ax
     )
@@ -88,8 +84,6 @@ def plot_uniformity_panels(
 
 def plot_sbc(ds: xr.Dataset) -> Figure:
     """The rank ECDF-difference panels of an SBC dataset (one per quantity)."""
-    from .ecdf import ranks_to_unit
-
     n_draws = int(ds.attrs["num_draws"])
     vals = {str(q): ranks_to_unit(ds["rank"].sel(quantity=q).values.ravel(), n_draws) for q in ds.quantity.values}
     passed = {str(q): bool(ds.passed.sel(quantity=q)) for q in ds.quantity.values}

@@ -18,6 +18,13 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from .. import __version__
+from ..io import load_dataset, write_text
+from ..summary import summarize
+from .coverage import coverage_table
+from .plots import plot_coverage, plot_imitation, plot_pi_over_time, plot_pit, plot_reliability, plot_sbc, to_base64
+from .sbc import summary_rows
+
 __all__ = ["KINDS", "identify", "load_inputs", "build_report", "write_report"]
 
 KINDS = ("results", "sbc", "student-calibration")
@@ -52,8 +59,6 @@ def identify(ds: xr.Dataset, path: str | os.PathLike = "dataset") -> str:
 
 def load_inputs(paths) -> list[tuple[str, str, xr.Dataset]]:
     """``(kind, path, dataset)`` for each input file (netCDF), in the given order."""
-    from ..io import load_dataset
-
     out = []
     for p in paths:
         try:
@@ -69,8 +74,6 @@ def load_inputs(paths) -> list[tuple[str, str, xr.Dataset]]:
 
 
 def _img(fig, alt: str) -> str:
-    from .plots import to_base64
-
     return f'<img alt="{html.escape(alt)}" src="{to_base64(fig)}">'
 
 
@@ -102,9 +105,6 @@ def _verdict(ok: bool, text: str) -> str:
 
 
 def _results_section(path: str, ds: xr.Dataset) -> str:
-    from ..summary import summarize
-    from .plots import plot_pi_over_time
-
     env = ds.attrs.get("environment", "")
     parts = [
         f"<h2>Design comparison: {html.escape(str(env))}</h2>",
@@ -138,9 +138,6 @@ def _results_section(path: str, ds: xr.Dataset) -> str:
 
 
 def _coverage_section(results: list[tuple[str, xr.Dataset]]) -> str:
-    from .coverage import coverage_table
-    from .plots import plot_coverage
-
     usable = {}
     for path, ds in results:
         if "covered" in ds:
@@ -172,9 +169,6 @@ def _coverage_section(results: list[tuple[str, xr.Dataset]]) -> str:
 
 
 def _sbc_section(path: str, ds: xr.Dataset) -> str:
-    from .plots import plot_sbc
-    from .sbc import summary_rows
-
     a = ds.attrs
     parts = [
         f"<h2>Simulation-based calibration: {html.escape(str(a.get('teacher')))} teacher on "
@@ -212,8 +206,6 @@ def _sbc_section(path: str, ds: xr.Dataset) -> str:
 
 
 def _student_section(path: str, ds: xr.Dataset) -> str:
-    from .plots import plot_imitation, plot_pit, plot_reliability
-
     a = ds.attrs
     parts = [
         f"<h2>Student calibration: {html.escape(str(a.get('prior_name')))}</h2>",
@@ -240,8 +232,6 @@ def _student_section(path: str, ds: xr.Dataset) -> str:
 
 def build_report(paths, title: str = "bayesdesign diagnostics report") -> str:
     """The HTML text of the report of ``paths`` (see the module notes)."""
-    from .. import __version__
-
     inputs = load_inputs(paths)
     results = [(p, ds) for k, p, ds in inputs if k == "results"]
     body = []
@@ -276,6 +266,4 @@ def build_report(paths, title: str = "bayesdesign diagnostics report") -> str:
 
 def write_report(paths, out: str | os.PathLike, title: str = "bayesdesign diagnostics report") -> Path:
     """Build the report and write it atomically to ``out``."""
-    from ..io import write_text
-
     return write_text(out, build_report(paths, title))

@@ -41,7 +41,11 @@ import time
 
 import numpy as np
 import xarray as xr
+from tqdm.auto import tqdm
 
+from ..design.environment import evaluate
+from ..design.policy import History
+from ..spec import PriorSpec, load_prior
 from .ecdf import uniformity_check
 
 __all__ = ["QUANTITIES", "sbc_ranks", "simulate_histories", "teacher_draws", "run_sbc", "sbc_verdict"]
@@ -73,9 +77,7 @@ def simulate_histories(spec, sims: int, units: int, queries: int = 1, seed: int 
     ``x_query`` (sims, queries, d) uniform in the covariate box, ``truth`` (sims, 4, queries) in
     the order of :data:`QUANTITIES`, ``task_class`` (sims,).
     """
-    from ..design.environment import evaluate
-    from ..design.policy import History
-    from ..models import sample_tasks
+    from ..models import sample_tasks  # lazy: JAX loads only when SBC runs, not to read SBC files
 
     if sims < 2 or units < 1 or queries < 1:
         raise ValueError(
@@ -117,7 +119,7 @@ def teacher_draws(
     (sims,) of the fits (NUTS: ``divergences``, ``rhat``, ``ess`` (smallest bulk ESS over the
     coefficients, of the ``draws * thin`` kept before thinning); SVI: ``loss``).
     """
-    from ..teachers import TeacherConfig, make_teacher
+    from ..teachers import TeacherConfig, make_teacher  # lazy: JAX, as above
 
     if backend not in BACKENDS:
         raise ValueError(f"teacher: expected one of {list(BACKENDS)}, got {backend!r}")
@@ -164,9 +166,9 @@ def conjugate_draws(teacher, history, x_query: np.ndarray, draws: int, rng: np.r
     regressions solved for every history in one vmapped call (``posterior`` solves one history per
     call). Single-class priors only.
     """
-    import jax
+    import jax  # lazy: as above
 
-    from ..teachers.conjugate import _centred, _regressions
+    from ..teachers.conjugate import _centred, _regressions  # lazy: JAX, as above
 
     state, _ = teacher.fold(history)
     args = _centred(teacher.prior, state, teacher.config.prior_obs)
@@ -216,9 +218,6 @@ def run_sbc(
     :class:`~bayesdesign.teachers.base.TeacherConfig`; default ``burn_in=0``). Returns the
     dataset described in the module notes.
     """
-    from tqdm.auto import tqdm
-
-    from ..spec import load_prior
 
     spec = prior if hasattr(prior, "hash") else load_prior(prior)
     if spec.is_mixture:
@@ -274,7 +273,7 @@ def run_sbc(
 
 
 def _config_dict(teacher_kwargs: dict | None) -> dict:
-    from ..teachers import TeacherConfig
+    from ..teachers import TeacherConfig  # lazy: JAX, as above
 
     cfg = (teacher_kwargs or {}).get("config") or TeacherConfig(burn_in=0)
     return cfg.to_dict()
@@ -347,8 +346,6 @@ def constant_sd_prior(spec, scale: float = 1e-9):
     :math:`\sigma_a(x) = e^{\text{offset}_a}` known and constant, the setting where the conjugate
     teacher's mean regression (with ``prior_obs`` large, so :math:`\hat v_a = v_{0,a} =
     \sigma_a^2`) is the exact posterior of :math:`\mu_a`."""
-    from ..spec import PriorSpec, load_prior
-
     spec = spec if hasattr(spec, "hash") else load_prior(spec)
     d = spec.to_dict()
     for arm in d.get("arms", {}).values():
@@ -362,6 +359,6 @@ def constant_sd_prior(spec, scale: float = 1e-9):
 def known_variance_config(prior_obs: float = 1e12):
     """A :class:`~bayesdesign.teachers.base.TeacherConfig` whose plug-in noise variance is the
     prior's :math:`v_0` whatever the data (``prior_obs`` pseudo-observations), no burn-in."""
-    from ..teachers import TeacherConfig
+    from ..teachers import TeacherConfig  # lazy: JAX, as above
 
     return TeacherConfig(burn_in=0, prior_obs=prior_obs)

@@ -24,6 +24,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..io import atomic_path, write_text
+from ..spec import PriorSpec, load_prior
 from .conjugate import layer_prior
 from .model import StudentConfig, StudentModel
 from .scaling import InputScaling
@@ -110,8 +111,6 @@ def load_student(path: str | Path, prior=None, bounds=None, override: bool = Fal
         layer does not fit the student's (another number of smoothness classes, series terms or
         covariates, or no series at all) is refused.
     """
-    from ..spec import PriorSpec, load_prior
-
     folder = Path(path)
     meta = read_config(folder)
     spec = PriorSpec.from_dict(meta["prior"], source=str(folder / CONFIG))

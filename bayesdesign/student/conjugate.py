@@ -60,7 +60,7 @@ def layer_prior(spec) -> dict[str, np.ndarray]:
     coefficient prior sds ``s_mean``, ``s_var`` (2, K, F) divided by the arm's outcome scale
     :math:`\\sqrt{v_0}` (resp. :math:`v_0`), class log weights ``log_w`` (K,) and ``log_scale``
     (2,), :math:`\\log\\sqrt{v_0}` per arm (to return sds in outcome units)."""
-    from ..teachers.conjugate import prior_from_spec
+    from ..teachers.conjugate import prior_from_spec  # lazy: JAX only to build a prior, not for inference
 
     p = prior_from_spec(spec)
     sd = np.sqrt(p.v0)

@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from ..io import load_dataset
+from ..spec import PriorSpec
 from .scaling import InputScaling
 
 __all__ = ["TraceArrays", "TraceDataset", "StepBatchSampler", "collate", "load_traces", "split_tasks"]
@@ -68,9 +70,6 @@ class TraceArrays:
 def load_traces(path: str | Path, scaling: InputScaling | None = None) -> tuple[TraceArrays, InputScaling]:
     """Read a traces file and map it to student coordinates with ``scaling`` (default: the scaling
     of the prior recorded in the file)."""
-    from ..io import load_dataset
-    from ..spec import PriorSpec
-
     ds = load_dataset(path)
     missing = [k for k in ("x", "a", "y", "n_obs", "x_query", "pi_raw", "log_sd_mean", "class_prob") if k not in ds]
     if missing or "prior" not in ds.attrs:

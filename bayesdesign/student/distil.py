@@ -22,14 +22,18 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from ..design.policy import ClipSchedule
 from ..io import atomic_path, write_text
 from ..spec import PriorSpec
+from ..teachers.base import TeacherConfig
 from ..teachers.conjugate import prior_from_spec
+from ..traces import generate_traces
 from .checkpoint import save_student
 from .conjugate import layer_prior
 from .data import StepBatchSampler, TraceArrays, TraceDataset, load_traces, split_tasks
 from .losses import DEFAULT_WEIGHTS, distil_losses
 from .model import StudentConfig, StudentModel
+from .policy import load_policy
 
 __all__ = ["distil", "DistilResult", "evaluate"]
 
@@ -75,8 +79,6 @@ def evaluate(
     would use); ``gate_tv``: mean total variation between gate and ``class_prob``, and
     ``gate_tv_200`` the same over histories of at least 200 units.
     """
-    from ..design.policy import ClipSchedule
-
     w = {**DEFAULT_WEIGHTS, **(weights or {})}
     clip = ClipSchedule(**teacher_config["clip"]) if "clip" in teacher_config else ClipSchedule()
     burn_in = int(teacher_config.get("burn_in", 0))
@@ -377,11 +379,6 @@ def distil(
 def _dagger_traces(out: Path, path: Path, first: TraceArrays, spec, teacher_config: dict, tasks: int, seed: int,
                    progress: bool) -> Path:
     """Roll out the student saved in ``out`` as the design; the traces' teacher labels (DAgger)."""
-    from ..design.policy import ClipSchedule
-    from ..teachers.base import TeacherConfig
-    from ..traces import generate_traces
-    from .policy import load_policy
-
     tc = dict(teacher_config)
     if "clip" in tc:
         tc["clip"] = ClipSchedule(**tc["clip"])

@@ -10,6 +10,7 @@ On the command line and in :func:`bayesdesign.simulate` a teacher is the design
 from __future__ import annotations
 
 from ..design.registry import register_prefix
+from ..spec import load_prior
 from .base import Teacher, TeacherConfig
 from .conjugate import ConjugateTeacher
 
@@ -20,8 +21,6 @@ BACKENDS = ("conjugate", "mixture", "nuts", "svi")
 
 def make_teacher(backend: str, prior, config: TeacherConfig | None = None, **kwargs):
     """The teacher ``backend`` for prior file (or spec) ``prior``."""
-    from ..spec import load_prior
-
     spec = prior if hasattr(prior, "hash") else load_prior(prior)
     if backend == "conjugate":
         return ConjugateTeacher(spec, config, **kwargs)
@@ -40,11 +39,11 @@ def make_teacher(backend: str, prior, config: TeacherConfig | None = None, **kwa
             f"conjugate and mixture teachers only, not {backend!r}"
         )
     if backend == "nuts":
-        from .nuts import NUTSTeacher
+        from .nuts import NUTSTeacher  # lazy: NumPyro's samplers load only for this backend
 
         return NUTSTeacher(spec, config, **kwargs)
     if backend == "svi":
-        from .svi import SVITeacher
+        from .svi import SVITeacher  # lazy: as above
 
         return SVITeacher(spec, config, **kwargs)
     raise ValueError(f"teacher: unknown backend {backend!r}; expected one of {list(BACKENDS)}")

@@ -54,6 +54,8 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
+from jax.flatten_util import ravel_pytree
+from numpyro.infer import Predictive
 from numpyro.infer.initialization import init_to_median
 from numpyro.infer.util import initialize_model
 
@@ -61,7 +63,9 @@ from ..basis import cosine_features
 from ..design.policy import History, SequentialPolicy
 from ..models import evaluate_sites, mask_padding, numpyro_model, prior_arrays
 from ..models import model_args as dummy_args
+from ..spec import load_prior
 from .base import TeacherConfig
+from .conjugate import ConjugateTeacher
 
 __all__ = [
     "ModelParts",
@@ -185,8 +189,6 @@ def series_fit_model(spec, smoothness_class: int | None = None) -> tuple[Callabl
 def model_parts(spec, smoothness_class: int | None = None) -> ModelParts:
     """The :class:`ModelParts` of a prior (class ``smoothness_class`` of a mixture): the fast
     series form for series priors, the user's model as it is otherwise."""
-    from jax.flatten_util import ravel_pytree
-
     model = numpyro_model(spec, smoothness_class)
     d = spec.d
     if spec.model is None:
@@ -231,8 +233,6 @@ def cached_model_parts(spec, smoothness_class: int | None = None) -> ModelParts:
 
 def prior_draws(parts: ModelParts, d: int, n: int, key) -> dict[str, np.ndarray]:
     """``n`` prior draws of the latent sites (constrained), each ``(n, *shape)``."""
-    from numpyro.infer import Predictive
-
     x, a, _, mask, xq = dummy_args(d)
     out = Predictive(parts.model, num_samples=n, return_sites=list(parts.latent_names))(key, x, a, None, mask, xq)
     return {k: np.asarray(out[k]) for k in parts.latent_names}
@@ -351,8 +351,6 @@ class SampledTeacher(SequentialPolicy):
 
     def __init__(self, spec, config: TeacherConfig | None, refit_every: int, max_units: int | None, seed: int,
                  early_refits: bool = True):
-        from ..spec import load_prior
-
         self.spec = spec if hasattr(spec, "hash") else load_prior(spec)
         self.config = config or TeacherConfig()
         super().__init__(self.spec.bounds, self.config.clip)
@@ -368,8 +366,6 @@ class SampledTeacher(SequentialPolicy):
         self.floor_sd = sd_floor(self.spec, self.config.floor, self.parts[0])
         self._conjugate = None
         if self.spec.is_mixture:
-            from .conjugate import ConjugateTeacher
-
             self._conjugate = ConjugateTeacher(self.spec, self.config)
         self._prior = None
 
@@ -491,7 +487,7 @@ class SampledTeacher(SequentialPolicy):
         ``(chain, draw, arm, query)`` and, where the backend has them, ``sample_stats`` (NUTS:
         ``diverging``, ``tree_size``, ``acceptance_rate``). ``draws`` in all (over chains). A
         smoothness mixture draws each draw's class from :math:`P(k \\mid H)`."""
-        import arviz as az
+        import arviz as az  # lazy: ArviZ (about a second) only for posterior()
 
         _check_int("draws", draws)
         h = History(*(np.asarray(v, float) for v in history))

@@ -61,6 +61,7 @@ from .. import linalg
 from ..basis import cosine_features, prior_scales
 from ..design.policy import History, SequentialPolicy
 from ..regression import SeriesStats, init_stats, update_stats
+from ..spec import load_prior
 from .base import TeacherConfig
 
 __all__ = [
@@ -290,8 +291,6 @@ class ConjugateTeacher(SequentialPolicy):
     name = "teacher:conjugate"
 
     def __init__(self, spec, config: TeacherConfig | None = None, variance_evidence: float = 0.25):
-        from ..spec import load_prior
-
         self.spec = spec if hasattr(spec, "hash") else load_prior(spec)
         self.config = config or TeacherConfig()
         super().__init__(self.spec.bounds, self.config.clip)
@@ -370,7 +369,7 @@ class ConjugateTeacher(SequentialPolicy):
         """Posterior draws of ``mean``, ``sd``, ``log_sd`` at ``x_query`` (Q, d) under the working
         model, with the smoothness class drawn from :math:`P(k \\mid H)`; an ArviZ
         ``InferenceData`` with dims ``(chain, draw, arm, query)``."""
-        import arviz as az
+        import arviz as az  # lazy: ArviZ (about a second) only for posterior()
 
         state, _ = self.fold(
             History(*(np.asarray(v)[None] if np.ndim(v) == (1 if i else 2) else v for i, v in enumerate(history)))

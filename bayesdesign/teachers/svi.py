@@ -41,6 +41,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 from jax.flatten_util import ravel_pytree
+from numpyro.infer import SVI, Trace_ELBO
+from numpyro.infer.autoguide import AutoLaplaceApproximation, AutoMultivariateNormal, AutoNormal
+from numpyro.infer.initialization import init_to_median
+from numpyro.optim import Adam
 
 from .. import linalg
 from ._sampling import FitResult, ModelParts, SampledTeacher, _check_int, dummy_args
@@ -65,11 +69,6 @@ class SVISettings(NamedTuple):
 def make_guide(parts: ModelParts, kind: str, d: int):
     """An autoguide of ``kind`` for ``parts.fit_model``, its prototype set up on dummy data
     outside any transformation (so that vmapped fits do not leak tracers into it)."""
-    from numpyro.infer import SVI, Trace_ELBO
-    from numpyro.infer.autoguide import AutoLaplaceApproximation, AutoMultivariateNormal, AutoNormal
-    from numpyro.infer.initialization import init_to_median
-    from numpyro.optim import Adam
-
     init = init_to_median(num_samples=15)
     if kind == "normal":
         guide = AutoNormal(parts.fit_model, init_loc_fn=init)
@@ -125,9 +124,6 @@ def svi_task(parts: ModelParts, guide, settings: SVISettings, key, init_params, 
     initialization at the prior median). ``settings.num_steps`` Adam steps with step size
     :math:`\text{lr}\cdot 10^{-i/\text{num\_steps}}`, then ``settings.num_draws`` draws.
     """
-    from numpyro.infer import SVI, Trace_ELBO
-    from numpyro.optim import Adam
-
     n_steps, lr = settings.num_steps, settings.lr
     optim = Adam(lambda i: lr * 10.0 ** (-i / n_steps))
     svi = SVI(parts.fit_model, guide, optim, Trace_ELBO())
