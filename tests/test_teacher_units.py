@@ -86,6 +86,10 @@ def test_safe_teacher_on_equal_sds_keeps_one_half_and_still_learns_unequal_ones(
             target = env.sd(xq, 1) / (env.sd(xq, 1) + env.sd(xq, 0))
             assert np.corrcoef(safe.propensity(h, xq), target)[0, 1] > 0.9
     assert dev["S1"][0] < 0.5 * dev["S1"][1]  # the plain teacher chases noise on S1
+    state, _ = safe.fold(bd.History(*(v[None] for v in h)))
+    out = safe.decide(state, xq[None])  # what traces record is the rule the design follows
+    np.testing.assert_allclose(out["pi"], safe_rule(out["log_sd_mean"], out["log_sd_sd"], 0.5))
+    np.testing.assert_allclose(safe.propensity(h, xq), safe.clip.clip(out["pi"][0], 301), rtol=1e-6)
     assert dev["S2"][0] > 0.1
 
 

@@ -337,7 +337,8 @@ class ConjugateTeacher(SequentialPolicy):
 
     def decide(self, state: TeacherState, x: np.ndarray) -> dict[str, np.ndarray]:
         """All posterior quantities at queries ``x`` (B, Q, d) (see :func:`conjugate_decide`), in
-        the outcome's units (a standardizing prior's are mapped back)."""
+        the outcome's units (a standardizing prior's are mapped back); ``pi`` is the safe rule's
+        when ``config.safe > 0`` (so traces record the rule the teacher follows)."""
         view, c, s = self._view(state)
         args = _centred(self.prior, view, self.config.prior_obs, self.robust)
         phi = jnp.asarray(self.features(x), jnp.float32)
@@ -345,6 +346,8 @@ class ConjugateTeacher(SequentialPolicy):
             k: np.asarray(v, dtype=float)
             for k, v in conjugate_decide(self._arrays, self._floor, self._both, phi, *args).items()
         }
+        if self.config.safe > 0:
+            out["pi"] = safe_rule(out["log_sd_mean"], out["log_sd_sd"], self.config.safe)
         if self.standardize:
             out["mean"] = c[:, None, None] + s[:, None, None] * out["mean"]
             out["sbar"] = s[:, None, None] * out["sbar"]
@@ -354,10 +357,7 @@ class ConjugateTeacher(SequentialPolicy):
     def _raw(self, state, x):
         if state.t < self.config.burn_in:
             return np.full(x.shape[:-1], 0.5)
-        out = self.decide(state, x)
-        if self.config.safe > 0:
-            return safe_rule(out["log_sd_mean"], out["log_sd_sd"], self.config.safe)
-        return out["pi"]
+        return self.decide(state, x)["pi"]
 
     def class_posterior(self, history: History) -> np.ndarray:
         """:math:`P(k \\mid H)` over the prior's smoothness classes, ``(K,)`` (or (B, K))."""
