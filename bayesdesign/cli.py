@@ -225,14 +225,38 @@ def simulate(
     type=click.IntRange(min=1),
     help="Tasks per chunk written (the unit of resumption).",
 )
+@click.option(
+    "--teacher-option",
+    "-o",
+    "options",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Teacher setting (repeatable), e.g. -o num_warmup=200 -o max_tree_depth=5 for nuts, "
+    "-o guide=mvn for svi; VALUE is read as JSON (numbers, true/false), else as text.",
+)
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Chunks run in parallel as Ray tasks on a local Ray instance started for the run (1: in this process).",
+)
+@click.option(
+    "--ray-address",
+    default=None,
+    help="Run the chunks on this existing Ray cluster (e.g. auto, ray://head:10001) instead; see docs/traces.md.",
+)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="The traces file (netCDF).")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: only on a terminal).")
-def traces(prior, backend, tasks, horizon, queries, refit_every, chunk_tasks, seed, out, progress):
-    """Simulate tasks from a prior, run a teacher as the design, and record its labels.
+def traces(prior, backend, tasks, horizon, queries, refit_every, chunk_tasks, options, workers, ray_address, seed,
+           out, progress):
+    """Simulate tasks from a prior (series priors or a user NumPyro model), run a teacher as the
+    design, and record its labels.
 
     Interrupted runs resume: chunks already written to OUT.parts/ are kept and the rest is
-    generated with the same seeds. The schema is documented in docs/traces.md.
+    generated with the same seeds, so the result is the same whatever the worker count. The
+    schema is documented in docs/traces.md.
     """
     from .traces import generate_traces
 
@@ -247,8 +271,25 @@ def traces(prior, backend, tasks, horizon, queries, refit_every, chunk_tasks, se
         chunk_tasks=chunk_tasks,
         seed=seed,
         progress=_progress(progress),
+        teacher_kwargs=_options(options),
+        workers=workers,
+        ray_address=ray_address,
     )
     click.echo(f"traces: {path}")
+
+
+def _options(options: tuple[str, ...]) -> dict:
+    """``KEY=VALUE`` pairs of ``--teacher-option``, values parsed as JSON where they parse."""
+    out = {}
+    for opt in options:
+        key, sep, value = opt.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--teacher-option: expected KEY=VALUE, got {opt!r}")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
 
 
 @main.command()

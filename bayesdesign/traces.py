@@ -41,7 +41,6 @@ from pathlib import Path
 
 import numpy as np
 import xarray as xr
-from tqdm.auto import tqdm
 
 from . import __version__
 from .design.environment import evaluate
@@ -49,10 +48,11 @@ from .diagnostics.convergence import trace_variables
 from .efficiency import neyman
 from .io import load_dataset, save_dataset, write_text
 from .models import sample_tasks
+from .parallel import map_chunks
 from .spec import load_prior
 from .teachers import make_teacher
 
-__all__ = ["generate_traces", "simulate_chunk"]
+__all__ = ["generate_traces", "simulate_chunk", "trace_chunk"]
 
 
 def simulate_chunk(
@@ -133,13 +133,18 @@ def simulate_chunk(
     return xr.Dataset(data, coords={"arm": [0, 1], "covariate": spec.covariate_names})
 
 
-def _manifest(spec, teacher, backend, tasks, horizon, queries, refit_every, chunk, seed, design) -> dict:
+def _jsonable(obj) -> dict:
+    return json.loads(json.dumps(obj, default=str))
+
+
+def _manifest(spec, teacher, backend, kwargs, tasks, horizon, queries, refit_every, chunk, seed, design) -> dict:
     return {
         "design": design,
         "prior_hash": spec.hash(),
         "prior": spec.to_dict(),
         "teacher": backend,
-        "teacher_config": json.loads(json.dumps(teacher.config.to_dict(), default=str)),
+        "teacher_config": _jsonable(teacher.config.to_dict()),
+        "teacher_kwargs": _jsonable(kwargs),
         "tasks": tasks,
         "horizon": horizon,
         "queries": queries,
@@ -147,6 +152,37 @@ def _manifest(spec, teacher, backend, tasks, horizon, queries, refit_every, chun
         "chunk_tasks": chunk,
         "seed": seed,
     }
+
+
+_TEACHERS: dict = {}
+
+
+def _chunk_teacher(spec, backend: str, config, kwargs: dict):
+    """The teacher of a run, built once per process (each Ray worker builds its own)."""
+
+    key = json.dumps([spec.hash(), backend, None if config is None else config.to_dict(), kwargs],
+                     sort_keys=True, default=str)
+    if key not in _TEACHERS:
+        _TEACHERS.clear()  # one run's teacher at a time: compiled programs are cached by the teachers' modules
+        try:
+            _TEACHERS[key] = make_teacher(backend, spec, config, **kwargs)
+        except TypeError as err:  # an unknown setting of this backend
+            raise ValueError(
+                f"teacher_kwargs: {sorted(kwargs)} are not all settings of teacher {backend!r} ({err})"
+            ) from err
+    return _TEACHERS[key]
+
+
+def trace_chunk(spec, backend: str, config, kwargs: dict, size: int, horizon: int, queries: int, refit_every: int,
+                seed, first_task: int, path: str, design=None) -> str:
+    """Generate one chunk of ``size`` tasks with seed ``seed`` and write it atomically to ``path``
+    (tasks numbered from ``first_task``): the unit of work of :func:`generate_traces`, run in this
+    process or in a Ray worker (:func:`bayesdesign.parallel.map_chunks`)."""
+    teacher = _chunk_teacher(spec, backend, config, kwargs)
+    ds = simulate_chunk(teacher, spec, size, horizon, queries, refit_every, seed=seed, design=design)
+    ds = ds.assign_coords(task=np.arange(first_task, first_task + size))
+    save_dataset(ds, path)
+    return str(path)
 
 
 def generate_traces(
@@ -163,8 +199,10 @@ def generate_traces(
     teacher_kwargs: dict | None = None,
     teacher_config=None,
     design=None,
+    workers: int = 1,
+    ray_address: str | None = None,
 ) -> Path:
-    """Generate traces into ``out`` (netCDF), resumably.
+    """Generate traces into ``out`` (netCDF), resumably, on this process or on Ray.
 
     ``teacher_config`` (a :class:`~bayesdesign.teachers.base.TeacherConfig`) overrides the
     defaults; ``design`` (a policy) assigns the units instead of the teacher, which then only
@@ -173,20 +211,26 @@ def generate_traces(
     Chunks of ``chunk_tasks`` tasks go to ``OUT.parts/`` as they finish (each written atomically,
     with seed ``(seed, chunk index)``); a manifest there must match the arguments of a resumed
     run. When every chunk is present they are concatenated into ``out`` and the parts removed.
+    ``workers > 1`` runs the chunks as Ray tasks on a local Ray instance started for the run,
+    ``ray_address`` on an existing cluster (:func:`bayesdesign.parallel.map_chunks`); the traces
+    are the same whatever the worker count.
     """
     if tasks < 1 or horizon < 1 or queries < 1:
         raise ValueError(f"tasks, horizon, queries: expected positive integers, got {tasks}, {horizon}, {queries}")
     if horizon % refit_every:
         raise ValueError(f"refit_every: expected a divisor of the horizon {horizon}, got {refit_every}")
+    if design is not None and (workers != 1 or ray_address is not None):
+        raise ValueError("workers: a design (DAgger rollouts) runs in this process only; use workers=1")
     spec = prior if hasattr(prior, "hash") else load_prior(prior)
     kwargs = dict(teacher_kwargs or {})
     if backend in ("nuts", "svi"):  # sampling teachers refit at the trace's refit points
         kwargs.setdefault("refit_every", refit_every)
-    teacher = make_teacher(backend, spec, teacher_config, **kwargs)
+    teacher = _chunk_teacher(spec, backend, teacher_config, kwargs)  # validates the arguments here
     out = Path(out)
     parts = out.with_name(out.name + ".parts")
     design_name = None if design is None else str(getattr(design, "name", type(design).__name__))
-    manifest = _manifest(spec, teacher, backend, tasks, horizon, queries, refit_every, chunk_tasks, seed, design_name)
+    manifest = _manifest(spec, teacher, backend, kwargs, tasks, horizon, queries, refit_every, chunk_tasks, seed,
+                         design_name)
     mpath = parts / "manifest.json"
     if mpath.exists():
         old = json.loads(mpath.read_text())
@@ -200,16 +244,18 @@ def generate_traces(
         parts.mkdir(parents=True, exist_ok=True)
         write_text(mpath, json.dumps(manifest, indent=1))
     n_chunks = -(-tasks // chunk_tasks)
-    bar = tqdm(total=tasks, desc=f"traces ({backend})", unit="task", disable=not progress)
+    todo, sizes, done = [], [], 0
     for i in range(n_chunks):
         path = parts / f"chunk-{i:05d}.nc"
         size = min(chunk_tasks, tasks - i * chunk_tasks)
-        if not path.exists():
-            ds = simulate_chunk(teacher, spec, size, horizon, queries, refit_every, seed=[seed, i], design=design)
-            ds = ds.assign_coords(task=np.arange(i * chunk_tasks, i * chunk_tasks + size))
-            save_dataset(ds, path)
-        bar.update(size)
-    bar.close()
+        if path.exists():
+            done += size
+            continue
+        todo.append((spec, backend, teacher_config, kwargs, size, horizon, queries, refit_every, [seed, i],
+                     i * chunk_tasks, str(path), design))
+        sizes.append(size)
+    map_chunks(trace_chunk, todo, workers=workers, address=ray_address, sizes=sizes, progress=progress,
+               desc=f"traces ({backend})", unit="task", initial=done, total=tasks)
     full = xr.concat(
         [load_dataset(parts / f"chunk-{i:05d}.nc") for i in range(n_chunks)],
         dim="task",
@@ -224,6 +270,7 @@ def generate_traces(
         prior_name=spec.name,
         teacher=backend,
         teacher_config=json.dumps(manifest["teacher_config"]),
+        teacher_kwargs=json.dumps(manifest["teacher_kwargs"]),
         seed=seed,
         horizon=horizon,
         refit_every=refit_every,

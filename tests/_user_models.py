@@ -74,3 +74,15 @@ def per_unit_latent(x, a, y, mask, x_query):
             numpyro.sample("y", dist.Normal(b0[a] + e, jnp.exp(g0[a])), obs=y)
     numpyro.deterministic("mean", b0[:, None] + 0 * x_query[None, :, 0])
     numpyro.deterministic("sd", jnp.exp(g0[:, None]) + 0 * x_query[None, :, 0])
+
+
+def task_truth(prior: str, seed: int, n: int = 3):
+    """sd of both arms at five doses for ``n`` tasks drawn from ``prior`` (a Ray task in the tests)."""
+    import numpy as np
+
+    from bayesdesign.models import sample_tasks
+    from bayesdesign.spec import load_prior
+
+    env, _ = sample_tasks(load_prior(prior), np.random.default_rng(seed), n)
+    x = np.broadcast_to(np.linspace(0.0, 10.0, 5)[:, None], (n, 5, 1))
+    return np.stack([env.sd(x, 0), env.sd(x, 1)])

@@ -142,3 +142,16 @@ def test_traces_cli_svi_on_a_user_model(tmp_path):
     assert res.exit_code == 0, res.output
     ds = load_dataset(out)
     assert ds.attrs["teacher"] == "svi" and np.all(np.isfinite(ds.true_log_sd.values))
+
+
+def test_traces_cli_teacher_options(tmp_path):
+    args = ["traces", "--prior", "beta1", "-N", "2", "-T", "20", "--refit-every", "10", "--out", str(tmp_path / "o.nc")]
+    res = CliRunner().invoke(main, [*args, "-o", "no_such_setting=1"])
+    assert res.exit_code == 2 and "teacher_kwargs: ['no_such_setting'] are not all settings of teacher 'conjugate'" in (
+        res.output)
+    res = CliRunner().invoke(main, [*args, "-o", "num_warmup"])
+    assert res.exit_code == 2 and "--teacher-option: expected KEY=VALUE, got 'num_warmup'" in res.output
+    res = CliRunner().invoke(main, [*args, "--teacher", "nuts", "-o", "num_warmup=20", "-o", "num_samples=10"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(load_dataset(tmp_path / "o.nc").attrs["teacher_kwargs"]) == {
+        "num_warmup": 20, "num_samples": 10, "refit_every": 10}

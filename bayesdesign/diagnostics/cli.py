@@ -148,6 +148,14 @@ def fit(
     help="Conjugate: fix the plug-in noise variance at the prior's v0 (exact with --constant-sd).",
 )
 @click.option("--batch", default=None, type=click.IntRange(min=1), help="Simulations per vectorized fit.")
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Fit the batches in parallel as Ray tasks on a local Ray instance started for the run.",
+)
+@click.option("--ray-address", default=None, help="Fit the batches on this existing Ray cluster instead.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="The SBC dataset (netCDF).")
 @click.option("--plot", default=None, type=click.Path(dir_okay=False), help="Also save the ECDF figure (PNG).")
@@ -164,13 +172,17 @@ def sbc(
     constant_sd,
     known_variance,
     batch,
+    workers,
+    ray_address,
     seed,
     out,
     plot,
     progress,
 ):
     """Simulation-based calibration of a teacher: ranks of the true sigma_a(x) and mu_a(x) among
-    posterior draws over tasks drawn from PRIOR, with a uniformity verdict.
+    posterior draws over tasks drawn from PRIOR (series priors or a user NumPyro model), with a
+    uniformity verdict. With --workers N (or --ray-address) the batches of --batch simulations
+    run as Ray tasks; the result does not depend on the worker count.
 
     Exit code 0 whether or not the check passes; the verdict is printed and stored in the file.
     """
@@ -202,6 +214,8 @@ def sbc(
         teacher_kwargs=kwargs,
         batch=batch,
         progress=_progress(progress),
+        workers=workers,
+        ray_address=ray_address,
     )
     save_dataset(ds, out)
     if plot:

@@ -1,15 +1,22 @@
 """Measurements of a trained student (not tests): imitation error on held-out traces and decision latency.
 
-``python -m bayesdesign.student.measure STUDENT_DIR [--traces HELDOUT.nc] [--history 1000]`` prints
-both as JSON. The imitation error compares the student with the teacher on every (task, step,
-query) of a traces file the student was not trained on; the latency is the wall-clock time of one
-decision (one covariate, batch 1, one CPU thread, cached history of ``history`` units), alone and
-together with appending the decided unit to the cache.
+``python -m bayesdesign.student.measure STUDENT [--traces HELDOUT.nc] [--history 1000] [--json]``
+prints both as JSON. ``STUDENT`` is a checkpoint folder or a shipped name (``pretrained``), as for
+:func:`~bayesdesign.student.policy.load_policy`. The imitation error compares the student with the
+teacher on (task, step, query) examples of a traces file the student was not trained on, and, for
+a student with a conjugate layer, the same architecture with its learned corrections zeroed
+(:func:`zero_corrections`: the closed-form layer alone, i.e. the untrained student): ``pi_mae``
+against ``pi_mae_untrained`` says what training learned beyond the working model. The latency is
+the wall-clock time of one decision (one covariate, batch 1, one CPU thread, cached history of
+``history`` units), alone and together with appending the decided unit to the cache. ``--json``
+prints one flat object (``pi_mae``, ``pi_mae_untrained``, ..., ``latency``); ``--no-latency`` skips
+the timing.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import time
 from pathlib import Path
@@ -20,21 +27,50 @@ import torch
 from .checkpoint import load_student
 from .data import TraceDataset, load_traces
 from .distil import _validation_batches, evaluate
-from .policy import StudentPolicy
+from .model import StudentModel
+from .policy import StudentPolicy, resolve_student_path
 
-__all__ = ["imitation_error", "decision_latency"]
+__all__ = ["imitation_error", "decision_latency", "zero_corrections"]
+
+_METRICS = ("pi_mae", "pi_mae_raw", "gate_tv")
+
+
+def zero_corrections(model: StudentModel) -> StudentModel:
+    """A copy of ``model`` with its learned corrections to the conjugate layer zeroed: the experts'
+    output weights and biases, the gate's last layer, and the evidence weight back at the teacher's
+    0.25. Its outputs are the closed-form layer's alone (the state training starts from)."""
+    if model.conj is None:
+        raise ValueError(
+            "student: the plain network (n_terms 0) has no conjugate layer, so no corrections to zero"
+        )
+    out = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in (out.expert_w, out.expert_b, out.gate[-1].weight, out.gate[-1].bias):
+            p.zero_()
+        out.var_evidence.fill_(0.25)
+    return out
+
+
+def _student_folder(student: str | Path) -> Path:
+    """A checkpoint folder, or a shipped student's name as :func:`load_policy` accepts it."""
+    return resolve_student_path(str(student))
 
 
 def imitation_error(student_dir: str | Path, traces: str | Path, batch_size: int = 64,
-                    max_examples: int = 1000, seed: int = 0) -> dict[str, float]:
+                    max_examples: int = 1000, seed: int = 0, untrained: bool = True) -> dict[str, float]:
     """Mean |pi_student - pi_teacher| over a held-out traces file, by history size and overall.
 
     ``pi_mae``: with burn-in and clip applied to both (the probabilities the designs would use);
     ``pi_mae_raw``: unclipped ratios; ``gate_tv``: total variation between gate and teacher class
     posterior. At most ``max_examples`` (task, step) examples per history bin (a seeded subset);
-    the overall figures weight the bins by their share of all examples.
+    the overall figures weight the bins by their share of all examples. With ``untrained`` and a
+    conjugate layer, the same figures of :func:`zero_corrections` (suffix ``_untrained``) on the
+    same examples. ``student_dir`` may be a shipped name (``pretrained``).
     """
-    st = load_student(student_dir)
+    st = load_student(_student_folder(student_dir))
+    models = {"": st.model}
+    if untrained and st.model.conj is not None:
+        models["_untrained"] = zero_corrections(st.model)
     arrays, _ = load_traces(traces, st.scaling)
     if arrays.attrs.get("prior_hash") != st.meta.get("prior_hash"):
         raise ValueError(f"{traces}: traces of another prior than the student's")
@@ -49,11 +85,13 @@ def imitation_error(student_dir: str | Path, traces: str | Path, batch_size: int
             continue
         sub = TraceDataset([arrays])
         sub.index = full.index[keep]
-        res = evaluate(st.model, sub, _validation_batches(sub, batch_size, max_examples, seed), st.teacher_config)
+        batches = _validation_batches(sub, batch_size, max_examples, seed)
         share = float(keep.mean())
-        for k in ("pi_mae", "pi_mae_raw", "gate_tv"):
-            out[f"{k}[{name}]"] = res[k]
-            totals[k] = totals.get(k, 0.0) + share * res[k]
+        for suffix, model in models.items():
+            res = evaluate(model, sub, batches, st.teacher_config)
+            for k in _METRICS:
+                out[f"{k}{suffix}[{name}]"] = res[k]
+                totals[k + suffix] = totals.get(k + suffix, 0.0) + share * res[k]
     out.update(totals)
     return out
 
@@ -65,7 +103,7 @@ def decision_latency(student_dir: str | Path, history: int = 1000, repeats: int 
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        policy = StudentPolicy(load_student(student_dir), backend=backend)
+        policy = StudentPolicy(load_student(_student_folder(student_dir)), backend=backend)
         rng = np.random.default_rng(seed)
         lo, hi = policy.low, policy.high
         x = lo + (hi - lo) * rng.uniform(size=(1, history + repeats, policy.d))
@@ -92,16 +130,26 @@ def decision_latency(student_dir: str | Path, history: int = 1000, repeats: int 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("student")
+    ap.add_argument("student", help="checkpoint folder, or a shipped student's name (pretrained)")
     ap.add_argument("--traces", help="held-out traces file (another seed than the training traces)")
     ap.add_argument("--history", type=int, default=1000)
     ap.add_argument("--repeats", type=int, default=300)
     ap.add_argument("--backend", choices=["auto", "engine", "torch"], default="auto",
                     help="the compiled engine (auto on the CPU) or the torch model")
+    ap.add_argument("--max-examples", type=int, default=1000, help="(task, step) examples per history bin")
+    ap.add_argument("--json", action="store_true",
+                    help="one flat JSON object: pi_mae, pi_mae_untrained, ... and latency")
+    ap.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
     args = ap.parse_args(argv)
-    res: dict = {"latency": decision_latency(args.student, args.history, args.repeats, backend=args.backend)}
+    res: dict = {}
+    if not args.no_latency:
+        res["latency"] = decision_latency(args.student, args.history, args.repeats, backend=args.backend)
     if args.traces:
-        res["imitation"] = imitation_error(args.student, args.traces)
+        imitation = imitation_error(args.student, args.traces, max_examples=args.max_examples)
+        if args.json:
+            res = {**imitation, **res}
+        else:
+            res["imitation"] = imitation
     print(json.dumps(res, indent=1))
 
 
