@@ -169,7 +169,7 @@ def sample_tasks(
 
     Coefficients are drawn as :math:`\theta = m + s \odot z`, :math:`z \sim N(0, I)` (``z`` for the
     mean series first, then for the log-sd series, then the classes), so ``beta1.yaml`` gives the
-    same tasks as scenario S4 (:class:`~bayesdesign.design.environment.SeriesPriorTasks`) from the
+    same tasks as scenario S4 (:class:`~bayesdesign.design.scenarios.SeriesPriorTasks`) from the
     same generator.
 
     A user model (``model:``) gives a :class:`ModelTaskBatch` (:func:`sample_model_tasks`; class 0).

@@ -14,8 +14,9 @@ from scipy import stats
 from scipy.special import expit
 
 from bayesdesign.basis import cosine_features, prior_scales
-from bayesdesign.design.environment import SeriesPriorTasks, is_task_distribution
+from bayesdesign.design.environment import is_task_distribution
 from bayesdesign.design.runner import draw_experiments
+from bayesdesign.design.scenarios import SeriesPriorTasks
 from bayesdesign.efficiency import truth
 from bayesdesign.models import (
     BernoulliTaskBatch,

@@ -12,7 +12,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bayesdesign.design.environment import SeriesPriorTasks
+from bayesdesign.design.scenarios import SeriesPriorTasks
 from bayesdesign.spec import PriorSpec, PriorSpecError, list_priors, load_prior, shipped_prior_dir
 
 REQUIRED = [

@@ -4,7 +4,6 @@ from .baselines import ClipOGD, ClipOGDSC, ClipSMT, ExploreThenNeyman, OracleNey
 from .environment import (
     Environment,
     FunctionEnvironment,
-    SeriesPriorTasks,
     SyntheticEnvironment,
     TaskDistribution,
     rescale,
@@ -12,7 +11,7 @@ from .environment import (
 from .policy import ClipSchedule, History, IncrementalPolicy, Policy, SequentialPolicy
 from .registry import make_design
 from .runner import simulate
-from .scenarios import SCENARIOS, get_scenario
+from .scenarios import SCENARIOS, SeriesPriorTasks, get_scenario
 
 __all__ = [
     "SCENARIOS",
