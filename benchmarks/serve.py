@@ -33,6 +33,28 @@ KEY = "benchmark-key-0123456789"
 DESIGNS = ("plugin-neyman", "student:pretrained")
 
 
+async def _health(url: str, n: int, clients: int) -> None:
+    import httpx
+
+    counter = iter(range(n))
+    async with httpx.AsyncClient(base_url=url) as client:
+
+        async def one():
+            for _ in counter:
+                (await client.get("/health")).raise_for_status()
+
+        await asyncio.gather(*(one() for _ in range(clients)))
+
+
+def health_cpu_ms(db: str, clients: int, n: int = 2000) -> float:
+    """CPU time of the server per ``GET /health``: the floor of the HTTP stack on this machine."""
+    with ServerProcess(db, KEY) as srv:
+        asyncio.run(_health(srv.url, 200, clients))
+        cpu0 = _cpu_seconds(srv.proc.pid)
+        asyncio.run(_health(srv.url, n, clients))
+        return 1e3 * (_cpu_seconds(srv.proc.pid) - cpu0) / n
+
+
 async def _run_clients(url: str, name: str, n_units: int, clients: int, offset: int, lag: int = 5):
     import httpx
 
@@ -106,6 +128,7 @@ def main() -> None:
             rows.append(measure(str(Path(tmp) / f"{design.replace(':', '-')}.db"), "SQLite", design, n_units,
                                 args.clients))
         rows.append(measure(str(Path(tmp) / "normal.db"), "SQLite", designs[0], n_units, args.clients, "normal"))
+        health = health_cpu_ms(str(Path(tmp) / "health.db"), args.clients)
     pg_note = ""
     reason = "--no-postgres" if args.no_postgres else PostgresCluster.available()
     if reason is None:
@@ -129,8 +152,10 @@ included (SQLite WAL with `--sqlite-sync full`, the default, or `normal`; Postgr
 cluster with `fsync=on`). Concurrent requests share a transaction (group commit). After a
 warm-up of 200 units. Load average (1 min) {load0[0]:.1f} at the start and {load1[0]:.1f} at the end
 (other jobs shared the machine: these figures are lower bounds). `server_cpu_ms_per_unit`: CPU
-time of the service process per unit (its assignment and its outcome), which the load does not
-change much: one core serves at most 1000 / that many units per second.{pg_note}
+time of the service process per unit (its assignment and its outcome; less sensitive to the load
+than the throughput): one core serves at most 1000 / that many units per second. For scale, the
+same server spent {health:.2f} ms of CPU per `GET /health` (no database, no design) under the same
+clients.{pg_note}
 
 {table}
 """

@@ -8,6 +8,7 @@ se of ``GET /analysis``.
     python benchmarks/serve_walkthrough.py             # 2000 units, plugin-neyman, SQLite
     python benchmarks/serve_walkthrough.py --quick     # 400 units
     python benchmarks/serve_walkthrough.py --db postgresql://...   # on a PostgreSQL database
+    python benchmarks/serve_walkthrough.py --postgres  # on a private PostgreSQL cluster started here
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from _common import ROOT, md_table, stamp, write_section
 
-from bayesdesign.serve.testing import ServerProcess, replay_check
+from bayesdesign.serve.testing import PostgresCluster, ServerProcess, replay_check
 
 KEY = "walkthrough-key-0123456789"
 
@@ -85,8 +86,17 @@ def main() -> None:
     ap.add_argument("--design", default="plugin-neyman")
     ap.add_argument("--batch-size", type=int, default=10)
     ap.add_argument("--db", default=None, help="database (default: a SQLite file in a temporary folder)")
+    ap.add_argument("--postgres", action="store_true", help="on a private PostgreSQL cluster started here")
     ap.add_argument("--no-doc", action="store_true", help="do not write docs/benchmarks.md")
     args = ap.parse_args()
+    if args.postgres:
+        with PostgresCluster() as cluster:
+            args.db, args.postgres = cluster.create_database("walk"), False
+            return run(args, "PostgreSQL (a private cluster)")
+    return run(args, "SQLite" if args.db is None else "the given database")
+
+
+def run(args, where: str) -> None:
     n = args.units or (400 if args.quick else 2000)
     tmp = Path(tempfile.mkdtemp(prefix="walk-"))
     db = args.db or str(tmp / "live.db")
@@ -147,7 +157,7 @@ def main() -> None:
         cols2 = ["ate_service", "ate_analyze", "se_service", "se_analyze", "ci", "cs", "seconds"]
         body = f"""## Live experiment walk-through (`benchmarks/serve_walkthrough.py`{' --quick' if args.quick else ''})
 
-{stamp()} `bayesdesign serve` on {'SQLite' if args.db is None else 'the given database'}, design
+{stamp()} `bayesdesign serve` on {where}, design
 `{args.design}`, `batch_size = {args.batch_size}`, {n} units from {args.clients} concurrent clients;
 each outcome is reported 1 to 20 of its client's assignments later; the server is killed with
 SIGKILL half way and restarted on the same log while the clients retry. Every propensity is
@@ -159,8 +169,9 @@ version's clip bounds; `bayesdesign analyze log.csv` against `GET /analysis`
 
 {md_table([row], cols2)}
 """
-        write_section("serve-walkthrough", body)
-    sys.exit(0 if ok else 1)
+        write_section("serve-walkthrough" + ("-postgres" if "PostgreSQL" in where else ""), body)
+    if not ok:
+        sys.exit(1)
 
 
 if __name__ == "__main__":
