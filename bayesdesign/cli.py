@@ -438,7 +438,13 @@ def analyze(log, covariates, arm, outcome, propensity, level, as_json, anytime, 
 
 
 @main.command()
-@click.option("--scenario", default="S2", show_default=True, help="Scenario to run.")
+@click.option(
+    "--scenario",
+    default="S2",
+    show_default=True,
+    help="Public scenario (docs/scenarios.md); the demo runs the shipped student, trained on one covariate: "
+    "S1-S6, S9 or S10.",
+)
 @click.option("--horizon", "-T", default=1000, show_default=True, type=click.IntRange(min=10))
 @click.option("--reps", "-R", default=200, show_default=True, type=click.IntRange(min=1))
 @click.option("--seed", default=0, show_default=True)

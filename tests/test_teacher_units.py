@@ -116,3 +116,19 @@ def test_robust_variance_regression_uses_the_kurtosis(rng):
 def test_safe_design_name():
     ds = simulate(bd.get_scenario("S1"), ["teacher:mixture:unit-free:safe"], horizon=100, reps=2, seed=0)
     assert "teacher:mixture:unit-free:safe" in list(ds.design.values)
+
+
+def test_standardizing_teacher_posterior_is_in_the_outcome_units(rng):
+    env = bd.get_scenario("S2")
+    x = env.sample_covariates(rng, 400)
+    a = rng.integers(0, 2, 400)
+    y = env.sample_outcomes(rng, x, a)
+    teacher = make_teacher("mixture", "unit-free")
+    xq = np.array([[0.2], [0.8]])
+    base = teacher.posterior(bd.History(x, a.astype(float), y, np.full(400, 0.5)), xq, draws=300, seed=3)
+    moved = teacher.posterior(bd.History(x, a.astype(float), 1000 + 25 * y, np.full(400, 0.5)), xq, draws=300, seed=3)
+    np.testing.assert_allclose(moved.posterior["mean"], 1000 + 25 * base.posterior["mean"], rtol=1e-4)
+    np.testing.assert_allclose(moved.posterior["sd"], 25 * base.posterior["sd"], rtol=1e-4)
+    # and it has learned S2's sds in the data's units
+    sd = base.posterior["sd"].mean(("chain", "draw")).values
+    np.testing.assert_allclose(sd, [env.sd(xq, 0), env.sd(xq, 1)], rtol=0.35)

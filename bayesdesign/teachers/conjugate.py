@@ -380,7 +380,8 @@ class ConjugateTeacher(SequentialPolicy):
         c = np.asarray(args[6][0], float)
         phi = self.features(np.asarray(x_query, float))
         rng = np.random.default_rng(seed)
-        k = rng.choice(len(p_k), size=draws, p=np.asarray(p_k, float) / float(np.sum(p_k)))
+        p_k = np.asarray(p_k, dtype=float)  # normalised in float64: numpy checks the sum to 1e-8
+        k = rng.choice(len(p_k), size=draws, p=p_k / p_k.sum())
         out = {"mean": np.empty((draws, 2, len(phi))), "sd": np.empty((draws, 2, len(phi)))}
         for a in (0, 1):
             fns = []
