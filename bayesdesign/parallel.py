@@ -60,10 +60,10 @@ def ray_session(workers: int, address: str | None = None):
     if ray.is_initialized():  # the caller (a test, a notebook) manages Ray itself
         yield ray
         return
-    quiet = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.ERROR}
     if address is not None:
-        ray.init(address=address, **quiet)
+        ray.init(address=address, log_to_driver=False)
     else:
+        quiet = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.ERROR}
         paths = [p for p in sys.path if p and os.path.isdir(p)]
         old = os.environ.get("PYTHONPATH")
         os.environ["PYTHONPATH"] = os.pathsep.join(paths)  # inherited by the raylet and its workers

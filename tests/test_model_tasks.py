@@ -90,3 +90,14 @@ def test_protocol_errors_name_model_site_and_expectation(model, expect):
         PriorTasks(dose_spec(model))
     with pytest.raises(ValueError, match=expect):
         sample_tasks(dose_spec(model), np.random.default_rng(0), 2)
+
+
+@pytest.mark.slow
+def test_nuts_passes_sbc_on_a_user_model():
+    """Tasks drawn from the dose-response model, NUTS on the same model: ranks uniform."""
+    from bayesdesign.diagnostics.sbc import run_sbc
+
+    ds = run_sbc(dose_spec(), "nuts", sims=120, units=40, draws=50, thin=4, seed=3,
+                 teacher_kwargs={"num_warmup": 300, "max_tree_depth": 6})
+    assert ds.attrs["passed"] == 1, ds.attrs["verdict"]
+    assert float(ds.fit_divergences.mean()) < 1.0
