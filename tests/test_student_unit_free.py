@@ -114,3 +114,17 @@ def test_runs_on_every_scenario_without_override(name):
     eps = 0.5 * 120 ** (-1 / 3)  # the clip at the last unit, the narrowest
     assert np.all(np.isfinite(pi)) and pi.min() >= eps - 1e-9 and pi.max() <= 1 - eps + 1e-9
     assert np.abs(pi[..., 20:] - 0.5).max() > 0.02
+
+
+def test_padding_does_not_change_in_context_standardization(perturbed, rng):
+    """Training's padded batches: a padded history decides as the unpadded one."""
+    x, a, y, xq = _checkout(rng, n=50)
+    sc, model = perturbed.scaling, perturbed.model
+    t = lambda v: torch.as_tensor(v, dtype=torch.float32)  # noqa: E731
+    u, uq = t(sc.to_unit(x)), t(sc.to_unit(xq))
+    pad = lambda v, fill: torch.cat([v, torch.full((v.shape[0], 7, *v.shape[2:]), fill)], 1)  # noqa: E731
+    mask = torch.cat([torch.ones(3, 50, dtype=torch.bool), torch.zeros(3, 7, dtype=torch.bool)], 1)
+    with torch.no_grad():
+        plain = model(u, t(a), t(y), uq)["pi"]
+        padded = model(pad(u, 0.3), pad(t(a), 1.0), pad(t(y), 1e4), uq, mask)["pi"]
+    np.testing.assert_allclose(padded.numpy(), plain.numpy(), atol=2e-6)
