@@ -2,15 +2,18 @@
 (corrections zeroed) figures, and zeroing that really leaves the closed-form layer alone."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+import bayesdesign as bd
 from bayesdesign.student.checkpoint import load_student
 from bayesdesign.student.measure import main, zero_corrections
-from bayesdesign.student.policy import resolve_student_path
 from bayesdesign.traces import generate_traces
+
+LEGACY = Path(bd.__file__).parent / "pretrained" / "student"  # the trained smoothness-mixture student
 
 
 def _history(rng, b=3, n=150, q=7):
@@ -22,7 +25,7 @@ def _history(rng, b=3, n=150, q=7):
 
 
 def test_zeroed_student_is_the_conjugate_layer_alone(rng):
-    model = load_student(resolve_student_path("pretrained")).model.eval()
+    model = load_student(LEGACY).model.eval()
     zeroed = zero_corrections(model).eval()
     u, a, y, uq = _history(rng)
     with torch.no_grad():
@@ -53,7 +56,7 @@ def test_zeroing_needs_a_conjugate_layer():
 def test_measure_prints_trained_and_untrained_imitation(tmp_path, capsys):
     held = generate_traces("smoothness-mixture", "mixture", tasks=8, horizon=200, queries=4, refit_every=50,
                            seed=987, out=tmp_path / "held.nc")
-    main(["pretrained", "--traces", str(held), "--json", "--no-latency"])
+    main([str(LEGACY), "--traces", str(held), "--json", "--no-latency"])
     res = json.loads(capsys.readouterr().out)
     assert 0 < res["pi_mae"] < 0.05 and 0 < res["pi_mae_untrained"] < 0.05
     assert res["pi_mae"] != res["pi_mae_untrained"]

@@ -16,12 +16,13 @@ from bayesdesign.student.policy import StudentPolicy, resolve_student_path
 from bayesdesign.teachers import make_teacher
 
 PRETRAINED = resolve_student_path("pretrained")
+LEGACY = Path(bd.__file__).parent / "pretrained" / "student"  # the trained smoothness-mixture student
 
 
 def test_shipped_and_small():
-    size = sum(p.stat().st_size for p in Path(PRETRAINED).iterdir())
+    size = sum(p.stat().st_size for p in Path(PRETRAINED).parent.rglob("*") if p.is_file())
     assert size < 20 * 2**20
-    policy = bd.load_policy("pretrained", prior="smoothness-mixture")  # the prior hash matches
+    policy = bd.load_policy(LEGACY, prior="smoothness-mixture")  # the prior hash matches
     assert policy.student.meta["teacher"] == "mixture" and policy.model.conj is not None
 
 
@@ -58,7 +59,7 @@ def test_imitates_the_mixture_teacher_better_than_its_zeroed_copy(n):
     teacher = make_teacher("mixture", spec)
     ref = teacher.decide(teacher.update(teacher.init(b), x, a, y, None), xq)
     truth = np.stack([np.log(evaluate(env, "sd", xq, arm)) for arm in (0, 1)], 1)
-    trained = bd.load_policy("pretrained", backend="torch")
+    trained = bd.load_policy(LEGACY, backend="torch")
     fig = {}
     for name, policy in (("trained", trained), ("zeroed", _zeroed(trained))):
         out = policy.outputs(policy.update(policy.init(b), x, a, y, np.full((b, n), 0.5)), xq)

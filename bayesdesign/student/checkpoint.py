@@ -102,7 +102,10 @@ def load_student(path: str | Path, prior=None, bounds=None, override: bool = Fal
     prior : a prior (path, shipped name or :class:`~bayesdesign.spec.PriorSpec`) the caller means
         to use; refused (``ValueError``) if its hash differs from the training prior's.
     bounds : ``(low, high)`` of the caller's covariates; refused if they differ from the bounds the
-        student was trained with (it maps covariates to the unit cube with those).
+        student was trained with (it maps covariates to the unit cube with those), except for a
+        student of a unit-free prior (``outcome.standardize``), which maps the given box to the
+        unit cube its prior is stated on; refused with a "dimension mismatch" for another number
+        of covariates.
     override : use the student anyway; it then maps covariates with ``bounds`` (or the given
         prior's bounds) and standardizes outcomes with the given prior's offsets, i.e. it treats the
         caller's data as if drawn from its training prior in those units. A given prior also
@@ -129,7 +132,16 @@ def load_student(path: str | Path, prior=None, bounds=None, override: bool = Fal
         lo, hi = bounds if bounds is not None else new_spec.bounds
         new_bounds = (np.atleast_1d(np.asarray(lo, float)), np.atleast_1d(np.asarray(hi, float)))
         trained = (np.asarray(scaling.low), np.asarray(scaling.high))
-        if new_bounds[0].shape != trained[0].shape or not (
+        if new_bounds[0].shape != trained[0].shape or new_bounds[1].shape != trained[0].shape:
+            raise ValueError(
+                f"{folder}: dimension mismatch: the student takes {trained[0].shape[0]} covariate(s), got bounds "
+                f"for {new_bounds[0].shape[0]}"
+            )
+        if scaling.in_context and new_spec is None:
+            # a unit-free prior is stated on the unit cube: any declared box maps onto it
+            scaling = InputScaling(tuple(map(float, new_bounds[0])), tuple(map(float, new_bounds[1])),
+                                   scaling.y_offset, scaling.y_scale, True)
+        elif not (
             np.allclose(new_bounds[0], trained[0]) and np.allclose(new_bounds[1], trained[1])
         ):
             problems.append(

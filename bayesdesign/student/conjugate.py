@@ -36,10 +36,44 @@ from torch import Tensor, nn
 
 from ..basis import cosine_features
 
-__all__ = ["ConjugateLayer", "ConjugateFit", "layer_prior"]
+__all__ = ["ConjugateLayer", "ConjugateFit", "layer_prior", "standardize_sums", "pooled_moments"]
 
 _GH_X, _GH_W = np.polynomial.hermite_e.hermegauss(20)
 _GH_W = _GH_W / _GH_W.sum()
+
+
+def pooled_moments(sums: Tensor, f: int) -> tuple[Tensor, Tensor, Tensor]:
+    """The pooled count, sum and sum of squares of the outcomes (B,) from the layer's sums (B, S)."""
+    st = sums.view(sums.shape[0], 2, -1)
+    return st[..., 0].sum(1), st[..., f * f].sum(1), st[..., f * f + f].sum(1)
+
+
+def standardize_sums(sums: Tensor, f: int) -> tuple[Tensor, Tensor, Tensor]:
+    r"""The layer's sums of :math:`z = (y - c)/s` from those of :math:`y`, in closed form, with
+    :math:`c, s` the pooled mean and sd of the outcomes so far (per history; :math:`c = 0, s = 1`
+    before two distinct outcomes), as the teachers' ``standardized_state`` does for a prior with
+    ``outcome.standardize``. Returns the sums (B, S), ``c`` and ``s`` (B,). The result is
+    unchanged, up to rounding, when ``y -> c0 + s0 y`` (``s0 > 0``)."""
+    b = sums.shape[0]
+    st = sums.double().view(b, 2, -1)
+    n_tot, s1, s2 = pooled_moments(sums.double(), f)
+    c = torch.where(n_tot > 0, s1 / n_tot.clamp(min=1.0), torch.zeros_like(n_tot))
+    var = s2 / n_tot.clamp(min=1.0) - c**2
+    ok = (n_tot > 1) & (var > 1e-12 * (c**2).clamp(min=1e-300))
+    s = torch.where(ok, torch.sqrt(torch.where(ok, var, torch.ones_like(var))), torch.ones_like(var))
+    c = torch.where(ok, c, torch.zeros_like(c))
+    ca, sa = c[:, None, None], s[:, None, None]
+    gram = st[..., : f * f]
+    col0 = gram.view(b, 2, f, f)[..., 0]
+    b1 = st[..., f * f : f * f + f]
+    b2 = st[..., f * f + f : f * f + 2 * f]
+    n, m1, m2 = col0[..., :1], b1[..., :1], b2[..., :1]
+    m3, m4 = st[..., -2:-1], st[..., -1:]
+    nb1 = (b1 - ca * col0) / sa
+    nb2 = (b2 - 2 * ca * b1 + ca**2 * col0) / sa**2
+    nm3 = (m3 - 3 * ca * m2 + 3 * ca**2 * m1 - ca**3 * n) / sa**3
+    nm4 = (m4 - 4 * ca * m3 + 6 * ca**2 * m2 - 4 * ca**3 * m1 + ca**4 * n) / sa**4
+    return torch.cat([gram, nb1, nb2, nm3, nm4], -1).reshape(b, -1), c, s
 
 
 class ConjugateFit(NamedTuple):

@@ -262,7 +262,8 @@ def distil(
     spec = PriorSpec.from_dict(json.loads(first.attrs["prior"]), source=str(paths[0]))
     n_terms = prior_from_spec(spec).n_terms if spec.model is None else 0
     cfg = StudentConfig(
-        **{"d": first.u.shape[-1], "n_classes": first.n_classes, "n_terms": n_terms, **(architecture or {})}
+        **{"d": first.u.shape[-1], "n_classes": first.n_classes, "n_terms": n_terms,
+           "standardize": bool(spec.outcome.standardize) and n_terms > 0, **(architecture or {})}
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

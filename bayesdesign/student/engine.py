@@ -104,6 +104,7 @@ class Weights(NamedTuple):
     n_terms: int
     n_heads: int
     n_classes: int
+    standardize: bool
 
 
 class _Side(NamedTuple):
@@ -178,6 +179,7 @@ def engine_weights(model) -> Weights:
         sd["expert_b"][:, :2].astype(np.float32),
         np.ascontiguousarray(s), log_w, log_scale, np.asarray(_GH_X, float), np.asarray(_GH_W, float),
         floor, prior_obs, var_evidence, cfg.d, cfg.n_freq, cfg.n_terms, cfg.n_heads, cfg.n_classes,
+        bool(cfg.standardize),
     )
 
 
@@ -280,10 +282,11 @@ def standardize(y, a, offset, scale, clamp):
 
 
 @_jit
-def _add_unit(W, u, a, y, kv, g, stats):
+def _add_unit(W, u, a, y, ylay, kv, g, stats):
     """One unit (as :meth:`StudentModel.project` and :meth:`ConjugateLayer.unit_stats`): writes its
     keys and values of every layer into ``kv`` (2L D,) and adds its gate features to ``g`` (G,)
-    and its conjugate-layer terms to ``stats`` (S,)."""
+    (both from the token's outcome ``y``) and its conjugate-layer terms, of ``ylay``, to ``stats``
+    (S,). ``y`` and ``ylay`` differ only under in-context standardization."""
     d, nf = W.d, W.n_freq
     p = 1 + d * nf
     phi = np.empty(p, np.float32)
@@ -310,10 +313,10 @@ def _add_unit(W, u, a, y, kv, g, stats):
         for i in range(f):
             for j in range(f):
                 st[i * f + j] += psi[i] * psi[j]
-        st[f * f : f * f + f] += psi * y
-        st[f * f + f : f * f + 2 * f] += psi * (y * y)
-        st[-2] += y * y * y
-        st[-1] += y * y * y * y
+        st[f * f : f * f + f] += psi * ylay
+        st[f * f + f : f * f + 2 * f] += psi * (ylay * ylay)
+        st[-2] += ylay * ylay * ylay
+        st[-1] += ylay * ylay * ylay * ylay
 
 
 @_jit
@@ -409,6 +412,36 @@ def _conj_fit_arm(W, st, arm, coef, cov, cm, ev):
 
 
 @_jit
+def _standardized(stats, f):
+    """:func:`~bayesdesign.student.conjugate.standardize_sums` of one history's sums (S,)."""
+    half = stats.shape[0] // 2
+    n_tot, s1, s2 = 0.0, 0.0, 0.0
+    for arm in range(2):
+        o = arm * half
+        n_tot += stats[o]
+        s1 += stats[o + f * f]
+        s2 += stats[o + f * f + f]
+    c = s1 / n_tot if n_tot > 0 else 0.0
+    var = s2 / max(n_tot, 1.0) - c * c
+    sd = 1.0
+    if n_tot > 1 and var > 1e-12 * max(c * c, 1e-300):
+        sd = math.sqrt(var)
+    else:
+        c = 0.0
+    out = stats.copy()
+    for arm in range(2):
+        o = arm * half
+        n, m1, m2, m3, m4 = stats[o], stats[o + f * f], stats[o + f * f + f], stats[o + half - 2], stats[o + half - 1]
+        for i in range(f):
+            col0, b1, b2 = stats[o + i * f], stats[o + f * f + i], stats[o + f * f + f + i]
+            out[o + f * f + i] = (b1 - c * col0) / sd
+            out[o + f * f + f + i] = (b2 - 2 * c * b1 + c * c * col0) / (sd * sd)
+        out[o + half - 2] = (m3 - 3 * c * m2 + 3 * c * c * m1 - c**3 * n) / sd**3
+        out[o + half - 1] = (m4 - 4 * c * m3 + 6 * c * c * m2 - 4 * c**3 * m1 + c**4 * n) / sd**4
+    return out
+
+
+@_jit
 def _history_side(W, gate_sum, n, stats, refit, mean, log_p, summary, coef, cov, cm, ev):
     """The gate, the summary token and the conjugate fit of one replication (as
     :meth:`StudentModel.summarize`), written into the output arrays; the conjugate fit of arm ``a``
@@ -427,6 +460,9 @@ def _history_side(W, gate_sum, n, stats, refit, mean, log_p, summary, coef, cov,
     base = np.zeros(kk)
     if W.n_terms:
         half = stats.shape[0] // 2
+        if W.standardize:  # the pooled location and scale move with every unit: both arms change
+            stats = _standardized(stats, 1 + W.d * W.n_terms)
+            refit[:] = True
         for arm in range(2):
             if refit[arm]:
                 _conj_fit_arm(W, stats[arm * half : (arm + 1) * half], arm, coef, cov, cm, ev)
@@ -439,8 +475,10 @@ def _history_side(W, gate_sum, n, stats, refit, mean, log_p, summary, coef, cov,
 
 
 @_jit
-def update(W, keys, values, t, gate_sum, stats, u, a, y, mean, log_p, summary, coef, cov, cm, ev, refit_all):
-    """Append units ``u`` (B, m, d), ``a``, ``y`` (B, m) (student coordinates) to histories of ``t``
+def update(W, keys, values, t, gate_sum, stats, u, a, y, ylay, mean, log_p, summary, coef, cov, cm, ev, refit_all):
+    """Append units ``u`` (B, m, d), ``a``, ``y`` (B, m) (student coordinates; ``ylay`` the
+    outcomes the conjugate layer sums, which differ from the tokens' ``y`` only under in-context
+    standardization) to histories of ``t``
     units: keys go into columns ``t + 1 .. t + m`` of ``keys`` (L, B, D, capacity), values into
     rows of ``values`` (L, B, H, capacity, D / H), and ``gate_sum`` (B, G) and ``stats`` (B, S) are
     extended, all in place. The history side is written into ``mean`` ... ``ev``, which hold the
@@ -454,7 +492,7 @@ def update(W, keys, values, t, gate_sum, stats, u, a, y, mean, log_p, summary, c
     for b in range(b_size):
         refit[:] = refit_all
         for j in range(m):
-            _add_unit(W, u[b, j], a[b, j], y[b, j], kv, gate_sum[b], stats[b])
+            _add_unit(W, u[b, j], a[b, j], y[b, j], ylay[b, j], kv, gate_sum[b], stats[b])
             refit[1 if a[b, j] > 0.5 else 0] = True
             for layer in range(nl):
                 keys[layer, b, :, t + 1 + j] = kv[layer * dm : (layer + 1) * dm]
@@ -644,7 +682,9 @@ class Engine:
         cache.values[:, :, :, 0] = self.null[nl:].reshape(nl, 1, nh, dm // nh)
         return EngineState(0, cache, np.zeros((batch, self.pool_dim), np.float32), np.zeros((batch, self.n_stats)))
 
-    def update(self, state: EngineState, u: np.ndarray, a: np.ndarray, y: np.ndarray) -> EngineState:
+    def update(self, state: EngineState, u: np.ndarray, a: np.ndarray, y: np.ndarray,
+               y_layer: np.ndarray | None = None) -> EngineState:
+        """The next state; ``y`` the tokens' outcomes, ``y_layer`` the conjugate layer's (default ``y``)."""
         cache, t = state.cache, state.t
         b, m = np.shape(y)
         if cache.filled != t + 1 or t + 1 + m > cache.capacity:
@@ -664,7 +704,8 @@ class Engine:
                          old.cov.copy(), old.cm.copy(), old.ev.copy())
         gate_sum, stats = state.gate_sum.copy(), state.stats.copy()
         update(self.weights, cache.keys, cache.values, t, gate_sum, stats, np.asarray(u, float).reshape(b, m, -1),
-               np.asarray(a, float), np.asarray(y, float), *side, state.side is None)
+               np.asarray(a, float), np.asarray(y, float), np.asarray(y if y_layer is None else y_layer, float), *side,
+               state.side is None)
         cache.filled = t + 1 + m
         return EngineState(t + m, cache, gate_sum, stats, side)
 

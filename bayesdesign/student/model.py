@@ -53,7 +53,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ..basis import cosine_features, cosine_terms
-from .conjugate import ConjugateFit, ConjugateLayer
+from .conjugate import ConjugateFit, ConjugateLayer, standardize_sums
 
 __all__ = ["StudentConfig", "StudentModel", "Context"]
 
@@ -74,6 +74,7 @@ class StudentConfig:
     gate_dim: int = 64
     expert_hidden: int = 32
     n_terms: int = 0
+    standardize: bool = False
 
     def __post_init__(self):
         if self.d_model % self.n_heads:
@@ -83,13 +84,15 @@ class StudentConfig:
                 raise ValueError(f"{k}: expected a positive integer, got {getattr(self, k)}")
         if self.n_terms < 0:
             raise ValueError(f"n_terms: expected 0 (no conjugate layer) or a positive integer, got {self.n_terms}")
+        if self.standardize and not self.n_terms:
+            raise ValueError("standardize: in-context standardization needs the conjugate layer (n_terms > 0)")
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> StudentConfig:
-        return cls(**{k: int(v) for k, v in data.items()})
+        return cls(**{k: bool(v) if k == "standardize" else int(v) for k, v in data.items()})
 
 
 class Context(NamedTuple):
@@ -120,6 +123,23 @@ class HistorySummary(NamedTuple):
     class_logits: Tensor
     log_p: Tensor
     summary: Tensor
+
+
+def running_standardized(y: Tensor, mask: Tensor | None = None) -> Tensor:
+    r"""History tokens' outcomes under in-context standardization: unit :math:`i` carries
+    :math:`(y_i - c_i)/s_i`, with :math:`c_i, s_i` the pooled mean and sd of the outcomes of units
+    :math:`1..i` (0 while fewer than two distinct outcomes exist), so a token never changes once
+    appended and the tokens are invariant to :math:`y \to c_0 + s_0 y` (:math:`s_0 > 0`).
+    ``y`` (B, N); ``mask`` (B, N) marks real units (padding at the end). The same map as
+    :func:`bayesdesign.student.scaling.running_standardize`, which the policy uses unit by unit."""
+    y64 = y.double()
+    m = torch.ones_like(y64) if mask is None else mask.double()
+    n = torch.cumsum(m, 1)
+    c = torch.cumsum(m * y64, 1) / n.clamp(min=1.0)
+    var = torch.cumsum(m * y64 * y64, 1) / n.clamp(min=1.0) - c**2
+    ok = (n > 1) & (var > 1e-12 * (c**2).clamp(min=1e-300)) & (m > 0)
+    z = (y64 - c) / torch.sqrt(torch.where(ok, var, torch.ones_like(var)))
+    return torch.where(ok, z, torch.zeros_like(z)).to(y.dtype)
 
 
 def fourier(u: Tensor, n_freq: int) -> Tensor:
@@ -240,8 +260,10 @@ class StudentModel(nn.Module):
         return [layer.k(self.null) for layer in self.layers], [layer.v(self.null) for layer in self.layers]
 
     def encode(self, u: Tensor, a: Tensor, y: Tensor, mask: Tensor | None = None) -> Context:
-        """Encode a (padded) history into a :class:`Context`."""
-        keys, values, g = self.project(u, a, y)
+        """Encode a (padded) history into a :class:`Context` (``y`` as the policy passes it: with
+        ``cfg.standardize``, raw outcomes, which the tokens see standardized in context)."""
+        y_tok = running_standardized(y, mask) if self.cfg.standardize else y
+        keys, values, g = self.project(u, a, y_tok)
         b = u.shape[0]
         nk, nv = self.null_kv()
         keys = [torch.cat([k0.expand(b, 1, -1), k], 1) for k0, k in zip(nk, keys, strict=True)]
@@ -270,7 +292,8 @@ class StudentModel(nn.Module):
         chi = torch.log1p(ctx.n[:, None] * ym**2)  # signal-to-noise of each series coefficient
         fit = None
         if self.conj is not None:
-            fit = self.conj.fit(ctx.stats)
+            sums = standardize_sums(ctx.stats, self.conj.f)[0] if self.cfg.standardize else ctx.stats
+            fit = self.conj.fit(sums)
             lam = self.var_evidence.clamp(min=0.0).double()
             base_logp = F.log_softmax(self.conj.log_w + fit.ev_mean + lam * fit.ev_var, -1).to(mean.dtype)
             gate_in = torch.cat([mean, nfeat, chi, base_logp.clamp(min=-30.0) / 10.0], -1)

@@ -24,10 +24,10 @@ import numpy as np
 import torch
 
 from ..design.policy import ClipSchedule, SequentialPolicy
-from .checkpoint import Student, load_student
+from .checkpoint import Student, load_student, read_config
 from .engine import Engine, compiled_on_disk, standardize, to_unit
 from .model import Context
-from .scaling import Y_CLAMP
+from .scaling import Y_CLAMP, running_standardize
 
 __all__ = ["StudentPolicy", "StudentState", "load_policy", "resolve_student_path"]
 
@@ -147,21 +147,32 @@ class StudentPolicy(SequentialPolicy):
         """Embed the new units ``x`` (B, m, d), ``a``, ``y`` (B, m) and append them to the cache."""
         sc = self.student.scaling
         a = np.asarray(a)
-        if not isinstance(state, StudentState):
+        engine = not isinstance(state, StudentState)
+        if sc.in_context:  # tokens: standardized by the outcomes so far; the layer sums raw outcomes
+            f = self.model.conj.f
+            st = np.asarray(state.stats if engine else state.stats.cpu().numpy(), float).reshape(len(a), 2, -1)
+            pooled = st[..., 0].sum(1), st[..., f * f].sum(1), st[..., f * f + f].sum(1)
+            ylay = np.asarray(y, float)
+            ys = running_standardize(ylay, *pooled).astype(np.float32)
+        else:
+            ylay = None
+        if engine:
             low, inv = sc._box
             u = to_unit(np.asarray(x, float), low, inv)
-            ys = standardize(np.asarray(y, float), a, sc._y_maps[0], sc._y_maps[1], Y_CLAMP)
-            return self.engine.update(state, u, a, ys)
+            if ylay is None:
+                ys = standardize(np.asarray(y, float), a, sc._y_maps[0], sc._y_maps[1], Y_CLAMP)
+            return self.engine.update(state, u, a, np.asarray(ys, float), ylay)
         with torch.inference_mode():
-            return self._update_torch(state, sc.to_unit(x), a, sc.standardize(y, a))
+            return self._update_torch(state, sc.to_unit(x), a, sc.standardize(y, a) if ylay is None else ys, ylay)
 
-    def _update_torch(self, state: StudentState, u, a, ys) -> StudentState:
+    def _update_torch(self, state: StudentState, u, a, ys, ylay=None) -> StudentState:
         u, ys, af = self._tensor(u), self._tensor(ys), self._tensor(a)
         keys, values, g = self.model.project(u, af, ys)
         cache = state.cache.append(state.t + 1, torch.stack([*keys, *values]))
         stats = state.stats
         if stats is not None:
-            stats = stats + self.model.conj.unit_stats(u, af, ys).sum(1)
+            yl = ys if ylay is None else torch.as_tensor(ylay, dtype=torch.float64, device=self.device)
+            stats = stats + self.model.conj.unit_stats(u, af, yl).sum(1)
         t, gate_sum = state.t + u.shape[1], state.gate_sum + g.sum(1)
         n = torch.full((u.shape[0],), float(t), device=self.device)
         summary = self.model.summarize(Context([], [], gate_sum, n, None, stats))  # once per update
@@ -198,10 +209,22 @@ class StudentPolicy(SequentialPolicy):
             return self.model.decide(self.context(state), u)["pi"].double().cpu().numpy()
 
 
-def resolve_student_path(rest: str) -> Path:
-    """``pretrained`` -> the shipped ``bayesdesign/pretrained/student``; anything else a folder."""
+PRETRAINED_DIMS = (1, 2, 3)
+"""Covariate dimensions with a shipped unit-free student (``bayesdesign/pretrained/student-dD``)."""
+
+
+def resolve_student_path(rest: str, d: int = 1) -> Path:
+    """``pretrained`` -> the shipped unit-free student for ``d`` covariates
+    (``bayesdesign/pretrained/student-dD``, D = 1, 2, 3); anything else a folder."""
     if rest == "pretrained":
-        path = Path(__file__).resolve().parent.parent / "pretrained" / "student"
+        if d not in PRETRAINED_DIMS:
+            raise ValueError(
+                f"design 'student:pretrained': dimension {d} not supported: shipped students take "
+                f"{', '.join(map(str, PRETRAINED_DIMS))} covariate(s); train one on traces of your prior "
+                "(bayesdesign distil) and use 'student:DIR'"
+            )
+        root = Path(__file__).resolve().parent.parent / "pretrained"
+        path = root / f"student-d{d}"
         if not (path / "config.json").is_file():
             raise FileNotFoundError(
                 f"design 'student:pretrained': no shipped student at {path} (this installation has none); "
@@ -213,10 +236,15 @@ def resolve_student_path(rest: str) -> Path:
 
 def load_policy(path: str | Path, prior=None, bounds=None, override: bool = False, device: str = "cpu",
                 backend: str = "auto"):
-    """A :class:`StudentPolicy` from a checkpoint folder (``'pretrained'`` for the shipped one);
-    ``prior``, ``bounds``, ``override`` as in :func:`~bayesdesign.student.checkpoint.load_student`,
-    ``device`` and ``backend`` as in :class:`StudentPolicy`."""
-    folder = resolve_student_path(str(path)) if str(path) == "pretrained" else Path(path)
+    """A :class:`StudentPolicy` from a checkpoint folder (``'pretrained'`` for the shipped one of the
+    dimension of ``bounds``, default one covariate); ``prior``, ``bounds``, ``override`` as in
+    :func:`~bayesdesign.student.checkpoint.load_student`, ``device`` and ``backend`` as in
+    :class:`StudentPolicy`."""
+    if str(path) == "pretrained":
+        d = 1 if bounds is None else int(np.atleast_1d(np.asarray(bounds[0], float)).shape[0])
+        folder = resolve_student_path("pretrained", d)
+    else:
+        folder = Path(path)
     student = load_student(folder, prior=prior, bounds=bounds, override=override)
     policy = StudentPolicy(student, device=device, backend=backend)
     policy.name = f"student:{path}"
@@ -224,6 +252,12 @@ def load_policy(path: str | Path, prior=None, bounds=None, override: bool = Fals
 
 
 def design_factory(rest: str, env, horizon: int) -> StudentPolicy:
-    """``student:DIR`` (or ``student:pretrained``) for the runner; :func:`~bayesdesign.design.make_design`
-    checks that the environment's covariate box lies inside the box the student was trained on."""
-    return load_policy(resolve_student_path(rest))
+    """``student:DIR`` (or ``student:pretrained``, chosen by the environment's number of covariates)
+    for the runner. A student of a unit-free prior (``outcome.standardize``) takes the environment's
+    declared box as its own; for others :func:`~bayesdesign.design.make_design` checks that the
+    environment's box lies inside the box the student was trained on."""
+    lo, hi = (np.atleast_1d(np.asarray(b, dtype=float)) for b in env.bounds)
+    folder = resolve_student_path(rest, lo.shape[0])
+    meta = read_config(folder)
+    unit_free = bool(meta.get("scaling", {}).get("in_context", False))
+    return load_policy(folder, bounds=(lo, hi) if unit_free else None)

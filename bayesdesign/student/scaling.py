@@ -28,9 +28,24 @@ from functools import cached_property
 
 import numpy as np
 
-__all__ = ["InputScaling", "Y_CLAMP"]
+__all__ = ["InputScaling", "Y_CLAMP", "running_standardize"]
 
 Y_CLAMP = float("inf")  # kept as the compiled engine's argument; no finite clamp
+
+
+def running_standardize(y: np.ndarray, n0: np.ndarray, s1: np.ndarray, s2: np.ndarray) -> np.ndarray:
+    r"""Outcomes of new units ``y`` (B, m) as history tokens under in-context standardization:
+    :math:`(y_i - c_i)/s_i`, :math:`c_i, s_i` the pooled mean and sd of all outcomes up to and
+    including unit :math:`i`, given the count ``n0``, sum ``s1`` and sum of squares ``s2`` (B,)
+    of the earlier ones; 0 while fewer than two distinct outcomes exist (the teachers' rule in
+    ``standardized_state``). Float64. Invariant to :math:`y \to c_0 + s_0 y` (:math:`s_0 > 0`);
+    the torch form for training is :func:`bayesdesign.student.model.running_standardized`."""
+    y = np.asarray(y, dtype=float)
+    n = np.asarray(n0, float)[:, None] + np.arange(1, y.shape[1] + 1)
+    c = (np.asarray(s1, float)[:, None] + np.cumsum(y, 1)) / n
+    var = (np.asarray(s2, float)[:, None] + np.cumsum(y * y, 1)) / n - c**2
+    ok = (n > 1) & (var > 1e-12 * np.maximum(c**2, 1e-300))
+    return np.where(ok, (y - c) / np.sqrt(np.where(ok, var, 1.0)), 0.0)
 
 
 @dataclass(frozen=True)
@@ -38,13 +53,17 @@ class InputScaling:
     """Affine maps of covariates and outcomes into the student's coordinates.
 
     ``low``, ``high`` (d,): covariate box; ``y_offset``, ``y_scale`` (2,): per-arm outcome location
-    and scale (index 0 control, 1 treated).
+    and scale (index 0 control, 1 treated); ``in_context``: the prior leaves the outcome's units
+    to the data (``outcome.standardize``): offsets 0 and scales 1 here, and the student
+    standardizes in context (:func:`running_standardize`, the conjugate layer's
+    :func:`~bayesdesign.student.conjugate.standardize_sums`).
     """
 
     low: tuple[float, ...]
     high: tuple[float, ...]
     y_offset: tuple[float, float]
     y_scale: tuple[float, float]
+    in_context: bool = False
 
     @classmethod
     def from_spec(cls, spec, bounds=None) -> InputScaling:
@@ -59,22 +78,30 @@ class InputScaling:
                     off[a], scale[a] = float(p0), float(np.sqrt(p0 * (1.0 - p0)))
                 else:
                     off[a], scale[a] = float(arm.mean.offset), float(np.exp(arm.log_sd.offset))
+        standardize = bool(spec.outcome.standardize)
+        if standardize and (off != [0.0, 0.0] or scale != [1.0, 1.0]):
+            raise ValueError(
+                f"{spec.source}: a student of a prior with outcome.standardize needs mean offsets 0 and log-sd "
+                f"offsets 0 (the standardized outcome's own location and scale); got offsets {off}, scales {scale}"
+            )
         return cls(
             tuple(float(v) for v in np.atleast_1d(low)),
             tuple(float(v) for v in np.atleast_1d(high)),
             (off[0], off[1]),
             (scale[0], scale[1]),
+            standardize,
         )
 
     @classmethod
     def from_dict(cls, data: dict) -> InputScaling:
         return cls(
-            tuple(data["low"]), tuple(data["high"]), tuple(data["y_offset"]), tuple(data["y_scale"])
+            tuple(data["low"]), tuple(data["high"]), tuple(data["y_offset"]), tuple(data["y_scale"]),
+            bool(data.get("in_context", False)),
         )
 
     def to_dict(self) -> dict:
         return {"low": list(self.low), "high": list(self.high), "y_offset": list(self.y_offset),
-                "y_scale": list(self.y_scale)}
+                "y_scale": list(self.y_scale), "in_context": self.in_context}
 
     @property
     def d(self) -> int:

@@ -1,0 +1,130 @@
+"""The shipped unit-free students (``student:pretrained`` for 1, 2 and 3 covariates): any covariate
+box, decisions invariant to the outcome's location and scale (both backends, also with non-zero
+corrections, which exercise the tokens' in-context standardization), the mixture teacher of their
+prior reproduced, every public scenario run without ``override``, and more covariates refused."""
+
+import numpy as np
+import pytest
+import torch
+
+import bayesdesign as bd
+from bayesdesign.design import make_design
+from bayesdesign.design.environment import evaluate
+from bayesdesign.models import sample_tasks
+from bayesdesign.spec import load_prior
+from bayesdesign.student import load_policy, load_student
+from bayesdesign.student.policy import StudentPolicy, resolve_student_path
+from bayesdesign.student.untrained import untrained_student
+from bayesdesign.teachers import make_teacher
+
+LOW, HIGH = np.array([0.0, 0.0]), np.array([365.0, 50.0])  # S8's days and past orders
+
+
+def _checkout(rng, b=3, n=240, q=6):
+    """S8-like data: two covariates in their units, zero-heavy revenue larger under treatment."""
+    x = LOW + (HIGH - LOW) * rng.uniform(size=(b, n, 2))
+    a = (rng.uniform(size=(b, n)) < 0.5).astype(float)
+    y = np.where(rng.uniform(size=(b, n)) < 0.6, 0.0, np.exp(rng.normal(3.0, 1.0, (b, n)))) * (1 + a * x[..., 1] / 50)
+    return x, a, y, LOW + (HIGH - LOW) * rng.uniform(size=(b, q, 2))
+
+
+def _pi(policy, x, a, y, xq, blocks=(0, 200, 201, 215, 240)):
+    """Decisions after appending the units in uneven blocks (the cache's append-one-token path)."""
+    st = policy.init(x.shape[0])
+    for lo, hi in zip(blocks[:-1], blocks[1:], strict=True):
+        st = policy.update(st, x[:, lo:hi], a[:, lo:hi], y[:, lo:hi], None)
+    return policy._raw(st, xq)
+
+
+@pytest.fixture(scope="module")
+def perturbed(tmp_path_factory):
+    """The two-covariate unit-free student with random, non-zero corrections: decisions then
+    depend on the history tokens, not on the closed-form layer alone."""
+    path = untrained_student("unit-free-2", tmp_path_factory.mktemp("uf") / "s", seed=1)
+    student = load_student(path, bounds=(LOW, HIGH))
+    torch.manual_seed(5)
+    with torch.no_grad():
+        student.model.expert_w.normal_(0, 0.3)
+        student.model.gate[-1].weight.normal_(0, 0.3)
+    return student
+
+
+def test_decisions_invariant_to_outcome_location_and_scale(perturbed, rng):
+    x, a, y, xq = _checkout(rng)
+    shipped = {be: load_policy("pretrained", bounds=(LOW, HIGH), backend=be) for be in ("engine", "torch")}
+    learned = {be: StudentPolicy(perturbed, backend=be) for be in ("engine", "torch")}
+    for policies in (shipped, learned):
+        data = (("y", y), ("c+sy", 3 + 250 * y))
+        pis = {(be, k): _pi(p, x, a, yy, xq) for be, p in policies.items() for k, yy in data}
+        for be in policies:
+            np.testing.assert_allclose(pis[be, "c+sy"], pis[be, "y"], atol=1e-6, rtol=0)
+        np.testing.assert_allclose(pis["engine", "y"], pis["torch", "y"], atol=2e-6, rtol=0)
+        assert np.ptp(pis["torch", "y"]) > 0.05  # the decisions depend on the covariates
+    # the corrections matter (so the tokens were tested), and the one-pass forward agrees with the cache
+    assert np.abs(pis["torch", "y"] - _pi(shipped["torch"], x, a, y, xq)).max() > 1e-3
+    t = lambda v: torch.as_tensor(v, dtype=torch.float32)  # noqa: E731
+    sc = perturbed.scaling
+    with torch.no_grad():
+        one = perturbed.model(t(sc.to_unit(x)), t(a), torch.as_tensor(y), t(sc.to_unit(xq)))["pi"].double().numpy()
+    np.testing.assert_allclose(one, pis["torch", "y"], atol=2e-6, rtol=0)
+
+
+@pytest.mark.parametrize("d", [1, 3])
+def test_shipped_student_is_the_mixture_teacher_of_its_prior(d):
+    """Fresh draws of the unit-free prior, outcomes then put in dollars: the shipped student
+    decides as ``teacher:mixture`` on ``unit-free(-d)`` (JAX, float32; an independent code path)."""
+    name = "unit-free" if d == 1 else f"unit-free-{d}"
+    spec = load_prior(name)
+    rng = np.random.default_rng(40 + d)
+    b, n = 8, 300
+    env, _ = sample_tasks(spec, rng, b)
+    x = env.sample_covariates(rng, b * n).reshape(b, n, d)
+    a = (rng.uniform(size=(b, n)) < 0.5).astype(float)
+    y = np.where(a == 1, evaluate(env, "sample_outcomes", x, 1, rng), evaluate(env, "sample_outcomes", x, 0, rng))
+    y = 40.0 + 90.0 * y
+    xq = rng.uniform(size=(b, 8, d))
+    teacher = make_teacher("mixture", spec)
+    ref = teacher.decide(teacher.update(teacher.init(b), x, a, y, None), xq)["pi"]
+    policy = load_policy("pretrained", bounds=(np.zeros(d), np.ones(d)))
+    pi = _pi(policy, x, a, y, xq, blocks=(0, 100, 101, n))
+    assert np.abs(pi - ref).max() < 2e-5
+    assert np.abs(ref - 0.5).max() > 0.1  # not a trivial agreement at 1/2
+
+
+def test_more_covariates_than_three_are_refused():
+    with pytest.raises(ValueError, match="dimension 4 not supported"):
+        load_policy("pretrained", bounds=(np.zeros(4), np.ones(4)))
+    with pytest.raises(ValueError, match="dimension mismatch: the student takes 2 covariate"):
+        load_policy(resolve_student_path("pretrained", 2), bounds=(np.zeros(3), np.ones(3)))
+
+    class Four:
+        bounds = (np.zeros(4), np.ones(4))
+
+    with pytest.raises(ValueError, match="dimension"):
+        make_design("student:pretrained", Four(), horizon=10)
+
+
+@pytest.mark.parametrize("name", [f"S{i}" for i in range(1, 11)])
+def test_runs_on_every_scenario_without_override(name):
+    """Each scenario in its own units; the recorded propensities stay within the teacher's clip
+    bounds and, past the burn-in, are not all 1/2."""
+    env = bd.get_scenario(name)
+    ds = bd.simulate(env, ["student:pretrained"], horizon=120, reps=2, seed=1)
+    pi = ds.pi.sel(design="student:pretrained").values
+    eps = 0.5 * 120 ** (-1 / 3)  # the clip at the last unit, the narrowest
+    assert np.all(np.isfinite(pi)) and pi.min() >= eps - 1e-9 and pi.max() <= 1 - eps + 1e-9
+    assert np.abs(pi[..., 20:] - 0.5).max() > 0.02
+
+
+def test_padding_does_not_change_in_context_standardization(perturbed, rng):
+    """Training's padded batches: a padded history decides as the unpadded one."""
+    x, a, y, xq = _checkout(rng, n=50)
+    sc, model = perturbed.scaling, perturbed.model
+    t = lambda v: torch.as_tensor(v, dtype=torch.float32)  # noqa: E731
+    u, uq = t(sc.to_unit(x)), t(sc.to_unit(xq))
+    pad = lambda v, fill: torch.cat([v, torch.full((v.shape[0], 7, *v.shape[2:]), fill)], 1)  # noqa: E731
+    mask = torch.cat([torch.ones(3, 50, dtype=torch.bool), torch.zeros(3, 7, dtype=torch.bool)], 1)
+    with torch.no_grad():
+        plain = model(u, t(a), t(y), uq)["pi"]
+        padded = model(pad(u, 0.3), pad(t(a), 1.0), pad(t(y), 1e4), uq, mask)["pi"]
+    np.testing.assert_allclose(padded.numpy(), plain.numpy(), atol=2e-6)
