@@ -16,28 +16,14 @@ from pathlib import Path
 import click
 
 from . import __version__
-
-
-class _Group(click.Group):
-    """Turn the package's input errors into exit code 2 with a one-line message."""
-
-    def invoke(self, ctx):
-        try:
-            return super().invoke(ctx)
-        except (ValueError, FileNotFoundError) as e:
-            click.echo(f"error: {e}", err=True)
-            ctx.exit(2)
-
-
-def _progress(flag: bool | None) -> bool:
-    return sys.stderr.isatty() if flag is None else flag
+from .cli_support import InputErrorGroup, show_progress
 
 
 def _split(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=InputErrorGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="bayesdesign")
 def main() -> None:
     """Adaptive randomized experiments that estimate an average treatment effect as precisely
@@ -178,7 +164,7 @@ def simulate(
         seed=seed,
         batch_size=batch_size,
         keep_units=keep_units,
-        progress=_progress(progress),
+        progress=show_progress(progress),
     )
     if out:
         save_dataset(ds, out)
@@ -270,7 +256,7 @@ def traces(prior, backend, tasks, horizon, queries, refit_every, chunk_tasks, op
         refit_every=refit_every,
         chunk_tasks=chunk_tasks,
         seed=seed,
-        progress=_progress(progress),
+        progress=show_progress(progress),
         teacher_kwargs=_options(options),
         workers=workers,
         ray_address=ray_address,
@@ -341,7 +327,7 @@ def distil(traces_files, out, steps, batch_size, lr, seed, device, max_seconds, 
         resume=not no_resume,
         dagger_rounds=dagger_rounds,
         dagger_tasks=dagger_tasks,
-        progress=_progress(progress),
+        progress=show_progress(progress),
     )
     click.echo(_distil_summary(res))
 

@@ -12,21 +12,10 @@ import sys
 
 import click
 
-
-def _progress(flag: bool | None) -> bool:
-    return sys.stderr.isatty() if flag is None else flag
+from ..cli_support import InputErrorGroup, show_progress
 
 
-class _Group(click.Group):
-    def invoke(self, ctx):
-        try:
-            return super().invoke(ctx)
-        except (ValueError, FileNotFoundError) as e:
-            click.echo(f"error: {e}", err=True)
-            ctx.exit(2)
-
-
-@click.group(cls=_Group)
+@click.group(cls=InputErrorGroup)
 def diagnose() -> None:
     """Check that teachers and students are calibrated and that NUTS fits converged.
 
@@ -213,7 +202,7 @@ def sbc(
         seed=seed,
         teacher_kwargs=kwargs,
         batch=batch,
-        progress=_progress(progress),
+        progress=show_progress(progress),
         workers=workers,
         ray_address=ray_address,
     )
