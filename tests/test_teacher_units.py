@@ -121,14 +121,29 @@ def test_safe_design_name():
 def test_standardizing_teacher_posterior_is_in_the_outcome_units(rng):
     env = bd.get_scenario("S2")
     x = env.sample_covariates(rng, 400)
-    a = rng.integers(0, 2, 400)
+    a = rng.integers(0, 2, 400).astype(float)
     y = env.sample_outcomes(rng, x, a)
     teacher = make_teacher("mixture", "unit-free")
     xq = np.array([[0.2], [0.8]])
-    base = teacher.posterior(bd.History(x, a.astype(float), y, np.full(400, 0.5)), xq, draws=300, seed=3)
-    moved = teacher.posterior(bd.History(x, a.astype(float), 1000 + 25 * y, np.full(400, 0.5)), xq, draws=300, seed=3)
+    out = []
+    for yy in (y, 1000 + 25 * y):
+        state, _ = teacher.fold(bd.History(x[None], a[None], yy[None], np.full((1, 400), 0.5)))
+        out.append(teacher.decide(state, xq[None]))
+    np.testing.assert_allclose(out[1]["mean"], 1000 + 25 * out[0]["mean"], rtol=1e-5)
+    np.testing.assert_allclose(out[1]["sbar"], 25 * out[0]["sbar"], rtol=1e-4)
+    np.testing.assert_allclose(out[1]["log_sd_mean"], np.log(25) + out[0]["log_sd_mean"], atol=1e-4)
+    np.testing.assert_allclose(out[0]["sbar"][0], [env.sd(xq, 0), env.sd(xq, 1)], rtol=0.35)  # learned S2's sds
+
+
+@pytest.mark.slow
+def test_standardizing_teacher_posterior_draws_are_in_the_outcome_units(rng):
+    env = bd.get_scenario("S2")
+    x = env.sample_covariates(rng, 400)
+    a = rng.integers(0, 2, 400).astype(float)
+    y = env.sample_outcomes(rng, x, a)
+    teacher = make_teacher("mixture", "unit-free")
+    xq = np.array([[0.2], [0.8]])
+    base = teacher.posterior(bd.History(x, a, y, np.full(400, 0.5)), xq, draws=300, seed=3)
+    moved = teacher.posterior(bd.History(x, a, 1000 + 25 * y, np.full(400, 0.5)), xq, draws=300, seed=3)
     np.testing.assert_allclose(moved.posterior["mean"], 1000 + 25 * base.posterior["mean"], rtol=1e-4)
     np.testing.assert_allclose(moved.posterior["sd"], 25 * base.posterior["sd"], rtol=1e-4)
-    # and it has learned S2's sds in the data's units
-    sd = base.posterior["sd"].mean(("chain", "draw")).values
-    np.testing.assert_allclose(sd, [env.sd(xq, 0), env.sd(xq, 1)], rtol=0.35)
