@@ -142,6 +142,15 @@ def test_traces_cli_svi_on_a_user_model(tmp_path):
     assert res.exit_code == 0, res.output
     ds = load_dataset(out)
     assert ds.attrs["teacher"] == "svi" and np.all(np.isfinite(ds.true_log_sd.values))
+    # distil consumes them: the plain network (no conjugate layer for a user model), loadable as a
+    # policy for that prior
+    from bayesdesign.student.checkpoint import load_student
+
+    res = CliRunner().invoke(main, ["distil", "--traces", str(out), "--out", str(tmp_path / "st"), "--steps", "2",
+                                    "--batch-size", "2"])
+    assert res.exit_code == 0, res.output
+    st = load_student(tmp_path / "st", prior=_dose_prior(tmp_path))
+    assert st.model.conj is None and st.meta["prior_hash"] == ds.attrs["prior_hash"]
 
 
 def test_traces_cli_teacher_options(tmp_path):
