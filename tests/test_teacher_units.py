@@ -118,13 +118,16 @@ def test_safe_design_name():
     assert "teacher:mixture:unit-free:safe" in list(ds.design.values)
 
 
-def test_standardizing_teacher_posterior_is_in_the_outcome_units(rng):
+def _s2_history(rng, n: int = 400):
+    """S2 units under complete randomization, the unit-free mixture teacher and two queries."""
     env = bd.get_scenario("S2")
-    x = env.sample_covariates(rng, 400)
-    a = rng.integers(0, 2, 400).astype(float)
-    y = env.sample_outcomes(rng, x, a)
-    teacher = make_teacher("mixture", "unit-free")
-    xq = np.array([[0.2], [0.8]])
+    x = env.sample_covariates(rng, n)
+    a = rng.integers(0, 2, n).astype(float)
+    return env, x, a, env.sample_outcomes(rng, x, a), make_teacher("mixture", "unit-free"), np.array([[0.2], [0.8]])
+
+
+def test_standardizing_teacher_posterior_is_in_the_outcome_units(rng):
+    env, x, a, y, teacher, xq = _s2_history(rng)
     out = []
     for yy in (y, 1000 + 25 * y):
         state, _ = teacher.fold(bd.History(x[None], a[None], yy[None], np.full((1, 400), 0.5)))
@@ -137,12 +140,7 @@ def test_standardizing_teacher_posterior_is_in_the_outcome_units(rng):
 
 @pytest.mark.slow
 def test_standardizing_teacher_posterior_draws_are_in_the_outcome_units(rng):
-    env = bd.get_scenario("S2")
-    x = env.sample_covariates(rng, 400)
-    a = rng.integers(0, 2, 400).astype(float)
-    y = env.sample_outcomes(rng, x, a)
-    teacher = make_teacher("mixture", "unit-free")
-    xq = np.array([[0.2], [0.8]])
+    _, x, a, y, teacher, xq = _s2_history(rng)
     base = teacher.posterior(bd.History(x, a, y, np.full(400, 0.5)), xq, draws=300, seed=3)
     moved = teacher.posterior(bd.History(x, a, 1000 + 25 * y, np.full(400, 0.5)), xq, draws=300, seed=3)
     np.testing.assert_allclose(moved.posterior["mean"], 1000 + 25 * base.posterior["mean"], rtol=1e-4)
