@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -170,6 +171,7 @@ version's clip bounds; `bayesdesign analyze log.csv` against `GET /analysis`
 {md_table([row], cols2)}
 """
         write_section("serve-walkthrough" + ("-postgres" if "PostgreSQL" in where else ""), body)
+    shutil.rmtree(tmp, ignore_errors=True)
     if not ok:
         sys.exit(1)
 

@@ -39,6 +39,7 @@ class ServerProcess:
                     **(env or {})}
         if key is not None:
             self.env["BAYESDESIGN_API_KEYS"] = key
+        self._own_log = log_path is None  # a temporary log is removed when the server ends
         self.log_path = Path(log_path) if log_path else Path(tempfile.mkstemp(prefix="serve-", suffix=".log")[1])
         self.proc: subprocess.Popen | None = None
 
@@ -54,15 +55,18 @@ class ServerProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}: {self.log_path.read_text()[-2000:]}")
+                tail = self.log_path.read_text()[-2000:]
+                self.stop()
+                raise RuntimeError(f"server exited with {self.proc.returncode}: {tail}")
             try:
                 if httpx.get(self.url + "/health", timeout=1.0).status_code == 200:
                     return self
             except httpx.TransportError:
                 pass
             time.sleep(0.1)
+        tail = self.log_path.read_text()[-2000:]
         self.stop()
-        raise RuntimeError(f"server did not answer /health within {timeout} s: {self.log_path.read_text()[-2000:]}")
+        raise RuntimeError(f"server did not answer /health within {timeout} s: {tail}")
 
     def kill(self) -> None:
         """``kill -9``: no shutdown handler runs."""
@@ -75,6 +79,8 @@ class ServerProcess:
         if getattr(self, "log", None) is not None:
             self.log.close()
             self.log = None
+        if self._own_log:
+            self.log_path.unlink(missing_ok=True)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
