@@ -149,6 +149,8 @@ def test_safe_rule_follows_the_teacher(tmp_path, perturbed, rng):
     for be in pis:
         np.testing.assert_allclose(pis[be], ref, atol=5e-5, rtol=0)
     assert np.abs(plain - ref).max() > 0.01  # the rule changes the decisions here
+    named = make_design("student:pretrained:safe", bd.get_scenario("S8"), horizon=10)  # the same settings
+    np.testing.assert_allclose(_pi(named, x, a, y, xq), pis["engine"], atol=1e-12, rtol=0)
     perturbed_safe = copy.deepcopy(perturbed)
     perturbed_safe.teacher_config["safe"] = 0.5
     perturbed_safe.model.conj.robust = True

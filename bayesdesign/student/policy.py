@@ -263,9 +263,21 @@ def design_factory(rest: str, env, horizon: int) -> StudentPolicy:
     """``student:DIR`` (or ``student:pretrained``, chosen by the environment's number of covariates)
     for the runner. A student of a unit-free prior (``outcome.standardize``) takes the environment's
     declared box as its own; for others :func:`~bayesdesign.design.make_design` checks that the
-    environment's box lies inside the box the student was trained on."""
+    environment's box lies inside the box the student was trained on. A ``:safe`` suffix
+    (``student:pretrained:safe``) gives the student the settings of ``teacher:...:safe``
+    (:data:`bayesdesign.teachers.SAFE`: the safe rule and the robust second-moment variance)."""
+    safe = rest.endswith(":safe")
+    rest = rest.removesuffix(":safe")
     lo, hi = (np.atleast_1d(np.asarray(b, dtype=float)) for b in env.bounds)
     folder = resolve_student_path(rest, lo.shape[0])
     meta = read_config(folder)
     unit_free = bool(meta.get("scaling", {}).get("in_context", False))
-    return load_policy(folder, bounds=(lo, hi) if unit_free else None)
+    policy = load_policy(folder, bounds=(lo, hi) if unit_free else None)
+    if safe:
+        from ..teachers import SAFE  # lazy: the teachers load JAX
+
+        policy.student.teacher_config.update(safe=SAFE.safe, robust=SAFE.robust)
+        if policy.model.conj is not None:
+            policy.model.conj.robust = SAFE.robust
+        policy.safe = SAFE.safe
+    return policy
