@@ -196,7 +196,7 @@ def main(argv=None):
 
 def speed_section(args, student, load0: float, t_all: float) -> str:
     with tempfile.TemporaryDirectory() as tmp:
-        held = generate_traces("smoothness-mixture", "mixture", tasks=40 if args.quick else 400, horizon=1010,
+        held = generate_traces(student.spec, "mixture", tasks=40 if args.quick else 400, horizon=1010,
                                queries=16, out=Path(tmp) / "heldout.nc", refit_every=10, seed=7)
         imitation = imitation_by_length(student, held, 40 if args.quick else 400)
 

@@ -3,6 +3,8 @@ box, decisions invariant to the outcome's location and scale (both backends, als
 corrections, which exercise the tokens' in-context standardization), the mixture teacher of their
 prior reproduced, every public scenario run without ``override``, and more covariates refused."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -128,3 +130,29 @@ def test_padding_does_not_change_in_context_standardization(perturbed, rng):
         plain = model(u, t(a), t(y), uq)["pi"]
         padded = model(pad(u, 0.3), pad(t(a), 1.0), pad(t(y), 1e4), uq, mask)["pi"]
     np.testing.assert_allclose(padded.numpy(), plain.numpy(), atol=2e-6)
+
+
+def test_safe_rule_follows_the_teacher(tmp_path, perturbed, rng):
+    """A student of a teacher with the safe rule and the robust second-moment variance (the
+    settings of ``teacher:...:safe``) decides as that JAX teacher (untrained), and with non-zero
+    corrections the two backends agree."""
+    from bayesdesign.teachers.base import TeacherConfig
+
+    x, a, y, xq = _checkout(rng, b=4)
+    cfg = TeacherConfig(safe=0.5, robust=True)
+    teacher = make_teacher("mixture", load_prior("checkout"), cfg)  # unit-free-2 in S8's units
+    ref = teacher.decide(teacher.update(teacher.init(4), x, a, y, None), xq)["pi"]
+    path = untrained_student("unit-free-2", tmp_path / "safe", teacher_config=cfg)
+    policies = {be: load_policy(path, bounds=(LOW, HIGH), backend=be) for be in ("engine", "torch")}
+    pis = {be: _pi(p, x, a, y, xq) for be, p in policies.items()}
+    plain = _pi(load_policy("pretrained", bounds=(LOW, HIGH)), x, a, y, xq)
+    for be in pis:
+        np.testing.assert_allclose(pis[be], ref, atol=5e-5, rtol=0)
+    assert np.abs(plain - ref).max() > 0.01  # the rule changes the decisions here
+    named = make_design("student:pretrained:safe", bd.get_scenario("S8"), horizon=10)  # the same settings
+    np.testing.assert_allclose(_pi(named, x, a, y, xq), pis["engine"], atol=1e-12, rtol=0)
+    perturbed_safe = copy.deepcopy(perturbed)
+    perturbed_safe.teacher_config["safe"] = 0.5
+    perturbed_safe.model.conj.robust = True
+    both = [_pi(StudentPolicy(perturbed_safe, backend=be), x, a, y, xq) for be in ("engine", "torch")]
+    np.testing.assert_allclose(both[0], both[1], atol=2e-6, rtol=0)

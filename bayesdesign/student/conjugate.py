@@ -126,12 +126,14 @@ class ConjugateLayer(nn.Module):
         self.register_buffer("gh_x", torch.as_tensor(_GH_X, dtype=torch.float64), persistent=False)
         self.register_buffer("gh_w", torch.as_tensor(_GH_W, dtype=torch.float64), persistent=False)
         self.n_stats = 2 * (f * f + 2 * f + 2)
+        self.robust = False  # the teacher's robust setting (from its configuration; not saved with the weights)
 
     def set_prior(self, arrays: dict[str, np.ndarray], teacher_config: dict | None = None) -> None:
         """Load the arrays of :func:`layer_prior` and the teacher's ``floor`` and ``prior_obs``."""
         tc = teacher_config or {}
         self.floor.fill_(float(tc.get("floor", 0.05)))
         self.prior_obs.fill_(float(tc.get("prior_obs", 5.0)))
+        self.robust = bool(tc.get("robust", False))
         for name in ("s_mean", "s_var", "log_w", "log_scale"):
             buf = getattr(self, name)
             val = torch.as_tensor(np.asarray(arrays[name]), dtype=torch.float64)
@@ -168,7 +170,12 @@ class ConjugateLayer(nn.Module):
         # both regressions at once: (B, 2 arms, 2 regressions)
         g = torch.stack([b1, g_r], 2)
         ee = torch.stack([m2, ee_r], 2)
-        v = torch.stack([v_hat, 2 * v_hat**2], 2)
+        if self.robust:  # the teacher's robust rule: the arm's kurtosis, shrunk to 3 with prior_obs
+            kurt = (sum_r2.clamp(min=0.0) + 3 * self.prior_obs) / (n + self.prior_obs) / v_hat**2
+            r_var = (kurt - 1).clamp(min=0.5) * v_hat**2
+        else:
+            r_var = 2 * v_hat**2
+        v = torch.stack([v_hat, r_var], 2)
         s = torch.stack([self.s_mean, self.s_var], 1)  # (2 arms, 2 regs, K, F)
         sg = s[None] / v[..., None, None]  # (B, 2, 2, K, F) = s / v
         eye = torch.eye(f, dtype=torch.float64, device=sums.device)

@@ -105,6 +105,7 @@ class Weights(NamedTuple):
     n_heads: int
     n_classes: int
     standardize: bool
+    robust: bool
 
 
 class _Side(NamedTuple):
@@ -175,11 +176,11 @@ def engine_weights(model) -> Weights:
         *lin("gate_token", "token_norm"), *lin("gate.0"), *lin("gate.2"), *lin("summary"),
         *lin("query.0"), *lin("query.2"), sd["query_flag"].astype(np.float32),
         *lq, *lo, *lf0, *lf1,
-        *lin("expert_in", "out_norm"), np.ascontiguousarray(sd["expert_w"][..., :2], np.float32),
-        sd["expert_b"][:, :2].astype(np.float32),
+        *lin("expert_in", "out_norm"), np.ascontiguousarray(sd["expert_w"], np.float32),
+        sd["expert_b"].astype(np.float32),
         np.ascontiguousarray(s), log_w, log_scale, np.asarray(_GH_X, float), np.asarray(_GH_W, float),
         floor, prior_obs, var_evidence, cfg.d, cfg.n_freq, cfg.n_terms, cfg.n_heads, cfg.n_classes,
-        bool(cfg.standardize),
+        bool(cfg.standardize), bool(cfg.n_terms and model.conj.robust),
     )
 
 
@@ -390,6 +391,9 @@ def _conj_fit_arm(W, st, arm, coef, cov, cm, ev):
             for i in range(f):
                 g[i] = b2[i] - 2 * c * b1[i] + (c * c - 1.0) * gram[0, i]
             ee, v = max(sum_r2, 0.0) - 2 * syy + n, 2 * v_hat * v_hat
+            if W.robust:
+                kurt = (max(sum_r2, 0.0) + 3 * W.prior_obs) / (n + W.prior_obs) / (v_hat * v_hat)
+                v = max(kurt - 1.0, 0.5) * v_hat * v_hat
         for k in range(kk):
             s = W.s[arm, reg, k]
             for i in range(f):
@@ -576,11 +580,13 @@ def _normalize_rows(x):
 
 
 @_jit
-def decide(W, keys, values, t, mean, log_p, summary, coef, cov, cm, uq):
-    """The unclipped Neyman probability (B, Q) at queries ``uq`` (B, Q, d) (student coordinates)
+def decide(W, keys, values, t, mean, log_p, summary, coef, cov, cm, uq, safe):
+    r"""The unclipped Neyman probability (B, Q) at queries ``uq`` (B, Q, d) (student coordinates)
     after ``t`` units (as :meth:`StudentModel.decide`; positions ``0..t`` of the cache are the
     context: the null token and the units). A replication's queries go through the network
-    together, as the rows of one matrix."""
+    together, as the rows of one matrix. ``safe > 0``: the teachers' safe rule
+    (:func:`~bayesdesign.teachers.conjugate.safe_rule`) on the student's posterior mean and sd of
+    :math:`\log\sigma_a` instead of the Neyman ratio."""
     nl, b_size, dm = keys.shape[0], keys.shape[1], keys.shape[2]
     nh, kk = W.n_heads, W.n_classes
     dh = dm // nh
@@ -612,7 +618,7 @@ def decide(W, keys, values, t, mean, log_p, summary, coef, cov, cm, uq):
         e = _gelu(_linear(_normalize_rows(x), W.ei_w, W.ei_b))
         ne = e.shape[1] // kk
         terms = np.empty(kk)
-        lse = np.empty(2)
+        lse, sds = np.empty(2), np.empty(2)
         for iq in range(nq):
             for arm in range(2):
                 for k in range(kk):
@@ -622,7 +628,26 @@ def decide(W, keys, values, t, mean, log_p, summary, coef, cov, cm, uq):
                     terms[k] = v
                 top = terms.max()
                 lse[arm] = top + math.log(np.exp(terms - top).sum())
-            out[b, iq] = 1.0 / (1.0 + math.exp(lse[0] - lse[1]))
+            if safe <= 0:
+                out[b, iq] = 1.0 / (1.0 + math.exp(lse[0] - lse[1]))
+                continue
+            for arm in range(2):  # the moment-matched mixture of log sigma_a (as StudentModel.decide)
+                m1, m2 = 0.0, 0.0
+                for k in range(kk):
+                    ek = e[iq, k * ne : (k + 1) * ne]
+                    lm = W.ex_b[k, 2 + arm] + (ek * W.ex_w[k, :, 2 + arm]).sum()
+                    ls = W.ex_b[k, 4 + arm] + (ek * W.ex_w[k, :, 4 + arm]).sum()
+                    if W.n_terms:
+                        lm += base[iq, k, 2 + arm]
+                        ls += base[iq, k, 4 + arm]
+                    pk = math.exp(log_p[b, k])
+                    m1 += pk * lm
+                    m2 += pk * (math.exp(2 * ls) + lm * lm)
+                lse[arm] = m1
+                sds[arm] = math.sqrt(max(m2 - m1 * m1, 1e-10))
+            dm_ = lse[1] - lse[0]
+            shrunk = max(abs(dm_) - safe * math.sqrt(sds[0] ** 2 + sds[1] ** 2), 0.0)
+            out[b, iq] = 1.0 / (1.0 + math.exp(-shrunk if dm_ >= 0 else shrunk))
     return out
 
 
@@ -709,12 +734,12 @@ class Engine:
         cache.filled = t + 1 + m
         return EngineState(t + m, cache, gate_sum, stats, side)
 
-    def decide(self, state: EngineState, uq: np.ndarray) -> np.ndarray:
+    def decide(self, state: EngineState, uq: np.ndarray, safe: float = 0.0) -> np.ndarray:
         if state.side is None:
             raise ValueError("decide: the engine's state has no unit yet (the student decides from a history)")
         c, sd = state.cache, state.side
         return decide(self.weights, c.keys, c.values, state.t, sd.mean, sd.log_p, sd.summary, sd.coef, sd.cov, sd.cm,
-                      np.asarray(uq, float))
+                      np.asarray(uq, float), float(safe))
 
 
 def compiled_on_disk() -> bool:

@@ -10,7 +10,8 @@ engine (:mod:`bayesdesign.student.engine`), about six times faster per decision 
 faster per replication in lockstep simulations too. The default is the engine on the CPU.
 
 The probability actually used follows the teacher's recorded configuration: 1/2 while fewer than
-``burn_in`` units have been seen, then the student's unclipped Neyman ratio clipped to
+``burn_in`` units have been seen, then the student's unclipped Neyman ratio (or, where the
+teacher's ``safe`` is positive, its safe rule on the student's posterior of :math:`\log\sigma_a`) clipped to
 :math:`[\varepsilon_t, 1 - \varepsilon_t]` with the teacher's :class:`~bayesdesign.design.policy.ClipSchedule`.
 """
 
@@ -110,6 +111,7 @@ class StudentPolicy(SequentialPolicy):
         self.device = torch.device(device)
         self.backend = backend
         self.burn_in = int(tc.get("burn_in", 0))
+        self.safe = float(tc.get("safe", 0.0))
         self._layers = self.model.cfg.n_layers
         self._engine = None
 
@@ -203,10 +205,16 @@ class StudentPolicy(SequentialPolicy):
         if state.t < self.burn_in:
             return np.full(x.shape[:-1], 0.5)
         if not isinstance(state, StudentState):
-            return self.engine.decide(state, to_unit(np.asarray(x, float), *self.student.scaling._box))
+            return self.engine.decide(state, to_unit(np.asarray(x, float), *self.student.scaling._box), self.safe)
         with torch.inference_mode():
             u = self._tensor(self.student.scaling.to_unit(x))
-            return self.model.decide(self.context(state), u)["pi"].double().cpu().numpy()
+            out = self.model.decide(self.context(state), u)
+        if self.safe > 0:  # the teacher's rule on the student's log-sigma posterior
+            from ..teachers.conjugate import safe_rule  # lazy: pure NumPy, in a module that loads JAX
+
+            m, s = (out[k].double().cpu().numpy() for k in ("log_sd_mean", "log_sd_sd"))
+            return safe_rule(m, s, self.safe)
+        return out["pi"].double().cpu().numpy()
 
 
 PRETRAINED_DIMS = (1, 2, 3)
@@ -255,9 +263,21 @@ def design_factory(rest: str, env, horizon: int) -> StudentPolicy:
     """``student:DIR`` (or ``student:pretrained``, chosen by the environment's number of covariates)
     for the runner. A student of a unit-free prior (``outcome.standardize``) takes the environment's
     declared box as its own; for others :func:`~bayesdesign.design.make_design` checks that the
-    environment's box lies inside the box the student was trained on."""
+    environment's box lies inside the box the student was trained on. A ``:safe`` suffix
+    (``student:pretrained:safe``) gives the student the settings of ``teacher:...:safe``
+    (:data:`bayesdesign.teachers.SAFE`: the safe rule and the robust second-moment variance)."""
+    safe = rest.endswith(":safe")
+    rest = rest.removesuffix(":safe")
     lo, hi = (np.atleast_1d(np.asarray(b, dtype=float)) for b in env.bounds)
     folder = resolve_student_path(rest, lo.shape[0])
     meta = read_config(folder)
     unit_free = bool(meta.get("scaling", {}).get("in_context", False))
-    return load_policy(folder, bounds=(lo, hi) if unit_free else None)
+    policy = load_policy(folder, bounds=(lo, hi) if unit_free else None)
+    if safe:
+        from ..teachers import SAFE  # lazy: the teachers load JAX
+
+        policy.student.teacher_config.update(safe=SAFE.safe, robust=SAFE.robust)
+        if policy.model.conj is not None:
+            policy.model.conj.robust = SAFE.robust
+        policy.safe = SAFE.safe
+    return policy

@@ -25,8 +25,9 @@ __all__ = ["untrained_student"]
 def untrained_student(prior, out_dir: str | Path, *, seed: int = 0, teacher_config: TeacherConfig | None = None,
                       architecture: dict | None = None) -> Path:
     """Write the untrained student of ``prior`` (a path, shipped name or spec) for the mixture
-    teacher with ``teacher_config`` (default :class:`~bayesdesign.teachers.base.TeacherConfig`)
-    to ``out_dir``; ``architecture`` overrides :class:`~bayesdesign.student.model.StudentConfig`
+    teacher with ``teacher_config`` (default :class:`~bayesdesign.teachers.base.TeacherConfig`;
+    its ``safe`` rule and ``robust`` second-moment variance included) to ``out_dir``;
+    ``architecture`` overrides :class:`~bayesdesign.student.model.StudentConfig`
     fields, ``seed`` seeds the (inert) network weights. Returns the folder."""
     from ..teachers.conjugate import prior_from_spec  # lazy: JAX only to build the prior
 
