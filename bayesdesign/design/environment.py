@@ -91,9 +91,18 @@ def _noise(rng: np.random.Generator, kind: str, shape) -> np.ndarray:
     raise ValueError(f"noise: expected 'gaussian' or 't3', got {kind!r}")
 
 
+@dataclass(kw_only=True)
 class _Box:
     """Covariates uniform on the box ``[low, high]`` (each ``(d,)``, default the unit cube), with
-    the truth's functions written on unit-cube points :math:`u = (x - low) / (high - low)`."""
+    the truth's functions written on unit-cube points :math:`u = (x - low) / (high - low)`.
+    ``quad_n``: nodes per covariate of the tensor midpoint rule used for the truth."""
+
+    d: int = 1
+    description: str = ""
+    low: np.ndarray | None = None
+    high: np.ndarray | None = None
+    quad_n: tuple[int, ...] | None = None
+    bounds: tuple[np.ndarray, np.ndarray] = field(init=False)
 
     def _init_box(self):
         low = np.zeros(self.d) if self.low is None else self.low
@@ -143,12 +152,6 @@ class FunctionEnvironment(_Box):
     mu: tuple[Callable, Callable]
     sigma: tuple[Callable, Callable] | None = None
     noise: str = "gaussian"
-    d: int = 1
-    description: str = ""
-    low: np.ndarray | None = None
-    high: np.ndarray | None = None
-    quad_n: tuple[int, ...] | None = None
-    bounds: tuple[np.ndarray, np.ndarray] = field(init=False)
 
     def __post_init__(self):
         self._init_box()
@@ -198,12 +201,6 @@ class HurdleLogNormalEnvironment(_Box):
     p: tuple[Callable, Callable]
     m: tuple[Callable, Callable]
     s: tuple[Callable, Callable]
-    d: int = 1
-    description: str = ""
-    low: np.ndarray | None = None
-    high: np.ndarray | None = None
-    quad_n: tuple[int, ...] | None = None
-    bounds: tuple[np.ndarray, np.ndarray] = field(init=False)
 
     def __post_init__(self):
         self._init_box()
