@@ -303,9 +303,31 @@ def _options(options: tuple[str, ...]) -> dict:
     help="DAgger: times the student is rolled out as the design and its histories labelled by the teacher.",
 )
 @click.option("--dagger-tasks", default=256, show_default=True, type=click.IntRange(min=1), help="Tasks per round.")
+@click.option(
+    "--working-prior",
+    default=None,
+    help="A unit-free series prior whose conjugate teacher is the student's closed-form start (its "
+    "conjugate layer), e.g. for the traces of a user model; default: the traces' own series prior, "
+    "none (the plain network) for a user model.",
+)
+@click.option(
+    "--arch",
+    "arch_options",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Architecture field (repeatable), e.g. --arch n_terms=0 for the plain network, --arch d_model=128.",
+)
+@click.option(
+    "--loss-weight",
+    "loss_options",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Weight of a loss term (repeatable; terms pi, log_sd, log_sd_true, gate_soft, gate_hard; "
+    "defaults in docs/student.md), e.g. --loss-weight log_sd_true=0 to train the probability only.",
+)
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: only on a terminal).")
 def distil(traces_files, out, steps, batch_size, lr, seed, device, max_seconds, no_resume, dagger_rounds,
-           dagger_tasks, progress):
+           dagger_tasks, working_prior, arch_options, loss_options, progress):
     """Distil teacher traces into a student transformer, a policy that decides in about 0.13 ms at a
     history of 1000 units (the shipped architecture, docs/benchmarks.md).
 
@@ -328,8 +350,53 @@ def distil(traces_files, out, steps, batch_size, lr, seed, device, max_seconds, 
         dagger_rounds=dagger_rounds,
         dagger_tasks=dagger_tasks,
         progress=show_progress(progress),
+        working_prior=working_prior,
+        architecture=_architecture(arch_options),
+        loss_weights=_loss_weights(loss_options),
     )
     click.echo(_distil_summary(res))
+
+
+def _loss_weights(options: tuple[str, ...]) -> dict:
+    """``--loss-weight KEY=VALUE`` pairs (non-negative numbers)."""
+    from .student.losses import DEFAULT_WEIGHTS
+
+    out: dict = {}
+    for opt in options:
+        key, sep, value = (part.strip() for part in opt.partition("="))
+        if not sep or key not in DEFAULT_WEIGHTS:
+            raise ValueError(
+                f"--loss-weight: expected KEY=VALUE with KEY one of {sorted(DEFAULT_WEIGHTS)}, got {opt!r}"
+            )
+        try:
+            out[key] = float(value)
+        except ValueError:
+            raise ValueError(f"--loss-weight {key}: expected a number, got {value!r}") from None
+        if not out[key] >= 0:
+            raise ValueError(f"--loss-weight {key}: expected a non-negative number, got {value!r}")
+    return out
+
+
+def _architecture(options: tuple[str, ...]) -> dict:
+    """``--arch KEY=VALUE`` pairs as StudentConfig overrides (integers; ``standardize`` a boolean)."""
+    from .student.model import StudentConfig
+
+    fields = set(StudentConfig.__dataclass_fields__) - {"d", "n_classes"}
+    out: dict = {}
+    for opt in options:
+        key, sep, value = (part.strip() for part in opt.partition("="))
+        if not sep or key not in fields:
+            raise ValueError(f"--arch: expected KEY=VALUE with KEY one of {sorted(fields)}, got {opt!r}")
+        if key == "standardize":
+            if value.lower() not in ("true", "false"):
+                raise ValueError(f"--arch standardize: expected true or false, got {value!r}")
+            out[key] = value.lower() == "true"
+        else:
+            try:
+                out[key] = int(value)
+            except ValueError:
+                raise ValueError(f"--arch {key}: expected an integer, got {value!r}") from None
+    return out
 
 
 def _distil_summary(res) -> str:

@@ -1,6 +1,7 @@
 """Distillation on tiny traces: the validation loss falls, runs are deterministic, resumption is exact."""
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -140,3 +141,23 @@ def test_traces_without_truth_are_refused_for_the_truth_loss(traces, tmp_path):
     xr.open_dataset(traces).drop_vars("true_log_sd").to_netcdf(old)
     with pytest.raises(ValueError, match="no true_log_sd"):
         distil(old, tmp_path / "x", seed=0, **KW)
+
+
+def test_in_context_targets_follow_the_outcomes_units():
+    """A student that standardizes in context predicts log sigma of (y - c_n)/s_n: its labels move
+    by -log s0 when the outcomes are put in other units y -> c0 + s0 y, and are the outcome-unit
+    labels less the log of the history's pooled sd (padding ignored)."""
+    from bayesdesign.student.distil import in_context_targets
+
+    g = torch.Generator().manual_seed(0)
+    y = 2.0 + 3.0 * torch.randn(3, 50, generator=g)
+    mask = torch.arange(50)[None, :] < torch.tensor([[50], [31], [2]])
+    labels = 0.1 * torch.randn(3, 2, 4, generator=g)
+    batch = {"y": y, "mask": mask, "log_sd_mean": labels, "true_log_sd": labels + 0.5}
+    got = in_context_targets(batch)
+    sd = torch.stack([y[i, mask[i]].std(unbiased=False) for i in range(3)]).double()
+    np.testing.assert_allclose(got["log_sd_mean"].numpy(), (labels - torch.log(sd)[:, None, None]).numpy(), atol=1e-5)
+    moved = in_context_targets({**batch, "y": -40.0 + 250.0 * y, "log_sd_mean": labels + math.log(250.0),
+                                "true_log_sd": labels + 0.5 + math.log(250.0)})
+    for k in ("log_sd_mean", "true_log_sd"):
+        np.testing.assert_allclose(moved[k].numpy(), got[k].numpy(), atol=1e-4)

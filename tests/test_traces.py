@@ -151,6 +151,57 @@ def test_traces_cli_svi_on_a_user_model(tmp_path):
     assert res.exit_code == 0, res.output
     st = load_student(tmp_path / "st", prior=_dose_prior(tmp_path))
     assert st.model.conj is None and st.meta["prior_hash"] == ds.attrs["prior_hash"]
+    _working_prior_student(tmp_path, out)
+
+
+WORKING = """name: dose-working
+description: unit-free beta 1 series, the dose student's working model
+covariates:
+  - {name: u, low: 0, high: 1}
+outcome: {family: gaussian, standardize: true}
+arms:
+  shared:
+    mean: {terms: 5, beta: 1.0, scale: 1.0}
+    log_sd: {terms: 5, beta: 1.0, scale: 0.6}
+"""
+
+
+def _working_prior_student(tmp_path, traces):
+    """With ``--working-prior`` a user model's student starts as the conjugate teacher of that
+    (unit-free) prior on the model's histories: zero corrections decide as ``teacher:conjugate``
+    (JAX, an independent code path) on outcomes in any units; a working prior of the wrong shape
+    is refused by name."""
+    from bayesdesign.student import StudentPolicy
+    from bayesdesign.student.checkpoint import load_student
+    from bayesdesign.student.measure import zero_corrections
+
+    working = tmp_path / "working.yaml"
+    working.write_text(WORKING)
+    args = ["distil", "--traces", str(traces), "--steps", "2", "--batch-size", "2"]
+    res = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "w"), "--working-prior", str(working)])
+    assert res.exit_code == 0, res.output
+    st = load_student(tmp_path / "w")
+    assert st.model.conj is not None and st.scaling.in_context and st.meta["working_prior_hash"]
+    st.model.load_state_dict(zero_corrections(st.model).state_dict())
+    rng = np.random.default_rng(3)
+    b, n = 4, 80
+    x = rng.uniform(0, 10, (b, n, 1))
+    a = (rng.uniform(size=(b, n)) < 0.5).astype(float)
+    y = 20.0 + 7.0 * rng.normal(size=(b, n)) * np.where(a == 1, 1 + x[..., 0] / 3, 1.0)
+    xq = rng.uniform(0, 10, (b, 6, 1))
+    policy = StudentPolicy(st)
+    pi = policy._raw(policy.update(policy.init(b), x, a, y, None), xq)
+    teacher = make_teacher("conjugate", working)
+    ref = teacher.decide(teacher.update(teacher.init(b), x / 10, a, y, None), xq / 10)["pi"]
+    assert np.abs(pi - ref).max() < 1e-4 and np.abs(ref - 0.5).max() > 0.1
+    assert load_student(tmp_path / "st").scaling.in_context is False  # the plain network sees raw outcomes
+    with pytest.raises(ValueError, match="covariate bounds"):
+        load_student(tmp_path / "w", bounds=(np.zeros(1), np.ones(1)))  # a user model's box is its own
+    bad = [("unit-free", "4 smoothness class"), ("unit-free-2", "dimension mismatch"),
+           ("beta1", "expected a unit-free prior")]
+    for name, match in bad:
+        res = CliRunner().invoke(main, [*args, "--out", str(tmp_path / name), "--working-prior", name])
+        assert res.exit_code == 2 and "working_prior" in res.output and match in res.output, res.output
 
 
 def test_traces_cli_teacher_options(tmp_path):

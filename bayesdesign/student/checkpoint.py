@@ -137,7 +137,7 @@ def load_student(path: str | Path, prior=None, bounds=None, override: bool = Fal
                 f"{folder}: dimension mismatch: the student takes {trained[0].shape[0]} covariate(s), got bounds "
                 f"for {new_bounds[0].shape[0]}"
             )
-        if scaling.in_context and new_spec is None:
+        if scaling.in_context and new_spec is None and spec.arms is not None:
             # a unit-free prior is stated on the unit cube: any declared box maps onto it
             scaling = InputScaling(tuple(map(float, new_bounds[0])), tuple(map(float, new_bounds[1])),
                                    scaling.y_offset, scaling.y_scale, True)

@@ -10,6 +10,7 @@ run gives. ``max_seconds`` stops early (a wall-clock budget: the result then dep
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -24,7 +25,7 @@ from tqdm.auto import tqdm
 
 from ..design.policy import ClipSchedule
 from ..io import atomic_path, write_text
-from ..spec import PriorSpec
+from ..spec import PriorSpec, load_prior
 from ..teachers.base import TeacherConfig
 from ..teachers.conjugate import prior_from_spec
 from ..traces import generate_traces
@@ -34,6 +35,7 @@ from .data import StepBatchSampler, TraceArrays, TraceDataset, load_traces, spli
 from .losses import DEFAULT_WEIGHTS, distil_losses
 from .model import StudentConfig, StudentModel
 from .policy import load_policy
+from .scaling import InputScaling
 
 __all__ = ["distil", "DistilResult", "evaluate"]
 
@@ -67,6 +69,33 @@ def _forward(model: StudentModel, batch: dict) -> dict[str, torch.Tensor]:
     return model(batch["u"], batch["a"], batch["y"], batch["uq"], batch["mask"])
 
 
+def in_context_targets(batch: dict) -> dict:
+    r"""The log-sd labels of ``batch`` in the units of a student that standardizes outcomes in
+    context (``StudentConfig.standardize``): its :math:`\log\sigma_a(x)` heads describe
+    :math:`(y - c_n)/s_n`, with :math:`c_n, s_n` the pooled mean and sd of the history's ``n``
+    outcomes (:func:`~bayesdesign.student.conjugate.standardize_sums`; :math:`s_n = 1` before two
+    distinct outcomes), so the labels :math:`\log\sigma` (truth and teacher posterior mean, in
+    outcome units) become :math:`\log\sigma - \log s_n`. The probability is a ratio of sds and
+    needs no change."""
+    y = batch["y"].double()
+    m = torch.ones_like(y) if batch["mask"] is None else batch["mask"].double()
+    n = m.sum(1)
+    c = (m * y).sum(1) / n.clamp(min=1.0)
+    var = (m * y * y).sum(1) / n.clamp(min=1.0) - c**2
+    ok = (n > 1) & (var > 1e-12 * (c**2).clamp(min=1e-300))
+    log_s = torch.where(ok, 0.5 * torch.log(torch.where(ok, var, torch.ones_like(var))), torch.zeros_like(var))
+    shift = log_s.to(batch["log_sd_mean"].dtype)[:, None, None]
+    out = dict(batch, log_sd_mean=batch["log_sd_mean"] - shift)
+    if "true_log_sd" in batch:
+        out["true_log_sd"] = batch["true_log_sd"] - shift
+    return out
+
+
+def _labels(model: StudentModel, batch: dict) -> dict:
+    """The batch's labels in the student's own units (:func:`in_context_targets` when it standardizes)."""
+    return in_context_targets(batch) if model.cfg.standardize else batch
+
+
 @torch.no_grad()
 def evaluate(
     model: StudentModel, dataset: TraceDataset, batches: list[list[int]], teacher_config: dict, device="cpu",
@@ -93,7 +122,7 @@ def evaluate(
     for idx in batches:
         batch = _to(dataset.batch(idx), device)
         out = _forward(model, batch)
-        terms = distil_losses(out, batch)
+        terms = distil_losses(out, _labels(model, batch))
         nb = len(idx)
         for k, v in terms.items():
             add(k, v, nb)
@@ -136,6 +165,35 @@ def _check_compatible(files: list[TraceArrays], paths: list[Path]) -> None:
                 )
         if f.n_classes != files[0].n_classes or f.u.shape[-1] != files[0].u.shape[-1]:
             raise ValueError(f"traces: {p} has other class or covariate dimensions than {paths[0]}")
+
+
+def _working_prior(working_prior, spec, first: TraceArrays):
+    """The working prior's spec (``None`` when not given), checked against the traces."""
+    if working_prior is None:
+        return None
+    working = working_prior if hasattr(working_prior, "hash") else load_prior(working_prior)
+    where = f"working_prior {working.source}"
+    if working.arms is None:
+        raise ValueError(f"{where}: expected a series prior (the conjugate layer's working model), got a user model")
+    if working.d != first.u.shape[-1]:
+        raise ValueError(f"{where}: dimension mismatch: it has {working.d} covariate(s), the traces "
+                         f"{first.u.shape[-1]}")
+    k = len(prior_from_spec(working).log_w)
+    if k != first.n_classes:
+        raise ValueError(f"{where}: it has {k} smoothness class(es), the traces' teacher {first.n_classes}; "
+                         "a working model needs the teacher's classes (one for a user model)")
+    if not working.outcome.standardize:
+        raise ValueError(f"{where}: expected a unit-free prior (outcome.standardize: true, e.g. unit-free-2): the "
+                         "student then standardizes outcomes in context, whatever the traces' units")
+    if spec.arms is not None and (InputScaling.from_spec(spec).y_offset != (0.0, 0.0)
+                                  or InputScaling.from_spec(spec).y_scale != (1.0, 1.0)):
+        raise ValueError(f"{where}: the traces' prior {spec.name!r} states outcome offsets; a unit-free working "
+                         "prior needs the outcomes unscaled (a unit-free or user-model prior)")
+    return working
+
+
+def _working_hash(working_prior) -> str:
+    return (working_prior if hasattr(working_prior, "hash") else load_prior(working_prior)).hash()
 
 
 def _save_train_state(out: Path, opt: torch.optim.Optimizer, gen: torch.Generator, info: dict) -> None:
@@ -185,6 +243,7 @@ def distil(
     max_seconds: float | None = None,
     dagger_rounds: int = 0,
     dagger_tasks: int = 256,
+    working_prior=None,
 ) -> DistilResult:
     """Train a student on teacher traces and save it to ``out_dir`` (see
     :mod:`bayesdesign.student.checkpoint` for the format).
@@ -218,6 +277,15 @@ def distil(
         with ``design=``), and the new traces (``out_dir/dagger-R.nc``, kept, so a resumed run
         reuses them) join the training set; validation stays on the held-out teacher histories.
 
+    working_prior : a series prior (path, shipped name or spec) whose conjugate teacher is the
+        student's **working model**: its conjugate layer (:mod:`bayesdesign.student.conjugate`)
+        solves that prior's regressions and the network learns corrections to them. Default: the
+        traces' own prior for a series prior; none for a user model (the plain network). Give one
+        to distil a teacher of a user model (``nuts``, ``svi``) with a closed-form start, e.g. the
+        unit-free ``unit-free-2`` for two covariates. It must have the traces' number of covariates
+        and smoothness classes; with ``outcome.standardize`` (unit-free) the student standardizes
+        outcomes in context, and its log-sd heads learn :func:`in_context_targets`.
+
     Returns
     -------
     DistilResult with the folder, final validation metrics and the validation history.
@@ -235,6 +303,7 @@ def distil(
         "weight_decay": weight_decay, "warmup": warmup, "seed": seed, "val_fraction": val_fraction,
         "val_every": val_every, "val_examples": val_examples, "architecture": dict(architecture or {}),
         "loss_weights": dict(loss_weights or {}),
+        **({"working_prior": _working_hash(working_prior)} if working_prior is not None else {}),
         **({"dagger_rounds": dagger_rounds, "dagger_tasks": dagger_tasks} if dagger_rounds else {}),
     }
     weights = {**DEFAULT_WEIGHTS, **(loss_weights or {})}
@@ -260,10 +329,13 @@ def distil(
     teacher_config = json.loads(first.attrs.get("teacher_config", "{}"))
 
     spec = PriorSpec.from_dict(json.loads(first.attrs["prior"]), source=str(paths[0]))
-    n_terms = prior_from_spec(spec).n_terms if spec.model is None else 0
+    working = _working_prior(working_prior, spec, first)
+    layer_spec = working if working is not None else (spec if spec.model is None else None)
+    n_terms = prior_from_spec(layer_spec).n_terms if layer_spec is not None else 0
+    standardize = layer_spec is not None and bool(layer_spec.outcome.standardize)
     cfg = StudentConfig(
         **{"d": first.u.shape[-1], "n_classes": first.n_classes, "n_terms": n_terms,
-           "standardize": bool(spec.outcome.standardize) and n_terms > 0, **(architecture or {})}
+           "standardize": standardize, **(architecture or {})}
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -271,9 +343,11 @@ def distil(
     if model.conj is not None:
         if cfg.n_terms != n_terms:
             raise ValueError(
-                f"architecture n_terms: expected 0 or the prior's {n_terms} series terms, got {cfg.n_terms}"
+                f"architecture n_terms: expected 0 or the working prior's {n_terms} series terms, got {cfg.n_terms}"
             )
-        model.conj.set_prior(layer_prior(spec), teacher_config)
+        model.conj.set_prior(layer_prior(layer_spec), teacher_config)
+    if cfg.standardize and not scaling.in_context:
+        scaling = dataclasses.replace(scaling, in_context=True)
     model.to(dev).train()
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "expert_w" not in n]
     no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "expert_w" not in n)]
@@ -325,6 +399,7 @@ def distil(
             for p, f in zip(paths, files, strict=True)
         ],
         "training": args,
+        **({"working_prior": working.to_dict(), "working_prior_hash": working.hash()} if working is not None else {}),
     }
 
     def checkpoint(step: int, metrics: dict) -> None:
@@ -349,7 +424,7 @@ def distil(
         for g in opt.param_groups:
             g["lr"] = lr * _lr_factor(step, steps, warmup)
         batch = _to(train_ds.batch(sampler.next()), dev)
-        terms = distil_losses(_forward(model, batch), batch)
+        terms = distil_losses(_forward(model, batch), _labels(model, batch))
         loss = sum(weights[k] * terms[k] for k in terms)
         opt.zero_grad(set_to_none=True)
         loss.backward()
