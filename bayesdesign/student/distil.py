@@ -374,7 +374,7 @@ def distil(
         ds = TraceDataset(train_files, train_tasks)
         return ds, StepBatchSampler(ds, batch_size, gen)
 
-    start, history = 0, []
+    start, history, earlier_seconds = 0, [], 0.0
     if resume and (out / STATE_JSON).is_file():
         info = json.loads((out / STATE_JSON).read_text())
         old = {k: v for k, v in info.get("args", {}).items() if k not in _RESUME_FREE}
@@ -387,6 +387,7 @@ def distil(
         model.load_state_dict(load_file(str(out / "model.safetensors")))
         info = _load_train_state(out, opt, gen)
         start, history = int(info["step"]), list(info.get("history", []))
+        earlier_seconds = float(info.get("seconds", 0.0))
 
     meta = {
         "prior": json.loads(first.attrs["prior"]),
@@ -403,8 +404,10 @@ def distil(
     }
 
     def checkpoint(step: int, metrics: dict) -> None:
-        save_student(out, model, {**meta, "metrics": {"step": step, **metrics}, "history": history})
-        _save_train_state(out, opt, gen, {"step": step, "args": args, "history": history})
+        seconds = round(earlier_seconds + time.time() - started, 1)  # wall-clock training time, all runs
+        save_student(out, model, {**meta, "metrics": {"step": step, **metrics}, "history": history,
+                                  "train_seconds": seconds})
+        _save_train_state(out, opt, gen, {"step": step, "args": args, "history": history, "seconds": seconds})
 
     done_steps = [start]
     started = time.time()

@@ -221,9 +221,20 @@ PRETRAINED_DIMS = (1, 2, 3)
 """Covariate dimensions with a shipped unit-free student (``bayesdesign/pretrained/student-dD``)."""
 
 
+SHIPPED = {"pretrained-revenue": "student-revenue", "pretrained-student-t": "student-student-t"}
+"""Shipped students distilled from NUTS teachers, by name: ``pretrained-revenue`` (the user model
+:mod:`bayesdesign.examples_models.revenue`) and ``pretrained-student-t`` (the ``student-t`` prior)."""
+
+
 def resolve_student_path(rest: str, d: int = 1) -> Path:
     """``pretrained`` -> the shipped unit-free student for ``d`` covariates
-    (``bayesdesign/pretrained/student-dD``, D = 1, 2, 3); anything else a folder."""
+    (``bayesdesign/pretrained/student-dD``, D = 1, 2, 3); a name of :data:`SHIPPED` -> that shipped
+    student; anything else a folder."""
+    if rest in SHIPPED:
+        path = Path(__file__).resolve().parent.parent / "pretrained" / SHIPPED[rest]
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"student {rest!r}: no shipped student at {path} (this installation has none)")
+        return path
     if rest == "pretrained":
         if d not in PRETRAINED_DIMS:
             raise ValueError(
@@ -248,9 +259,9 @@ def load_policy(path: str | Path, prior=None, bounds=None, override: bool = Fals
     dimension of ``bounds``, default one covariate); ``prior``, ``bounds``, ``override`` as in
     :func:`~bayesdesign.student.checkpoint.load_student`, ``device`` and ``backend`` as in
     :class:`StudentPolicy`."""
-    if str(path) == "pretrained":
+    if str(path) == "pretrained" or str(path) in SHIPPED:
         d = 1 if bounds is None else int(np.atleast_1d(np.asarray(bounds[0], float)).shape[0])
-        folder = resolve_student_path("pretrained", d)
+        folder = resolve_student_path(str(path), d)
     else:
         folder = Path(path)
     student = load_student(folder, prior=prior, bounds=bounds, override=override)
