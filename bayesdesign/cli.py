@@ -325,9 +325,15 @@ def _options(options: tuple[str, ...]) -> dict:
     help="Weight of a loss term (repeatable; terms pi, log_sd, log_sd_true, gate_soft, gate_hard; "
     "defaults in docs/student.md), e.g. --loss-weight log_sd_true=0 to train the probability only.",
 )
+@click.option(
+    "--swap-arms",
+    is_flag=True,
+    help="The prior treats the arms alike: train also on the examples with the arms exchanged (half of the "
+    "batches); refused for a series prior whose arms differ.",
+)
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: only on a terminal).")
 def distil(traces_files, out, steps, batch_size, lr, seed, device, max_seconds, no_resume, dagger_rounds,
-           dagger_tasks, working_prior, arch_options, loss_options, progress):
+           dagger_tasks, working_prior, arch_options, loss_options, swap_arms, progress):
     """Distil teacher traces into a student transformer, a policy that decides in about 0.13 ms at a
     history of 1000 units (the shipped architecture, docs/benchmarks.md).
 
@@ -353,6 +359,7 @@ def distil(traces_files, out, steps, batch_size, lr, seed, device, max_seconds, 
         working_prior=working_prior,
         architecture=_architecture(arch_options),
         loss_weights=_loss_weights(loss_options),
+        swap_arms=swap_arms,
     )
     click.echo(_distil_summary(res))
 

@@ -161,3 +161,27 @@ def test_in_context_targets_follow_the_outcomes_units():
                                 "true_log_sd": labels + 0.5 + math.log(250.0)})
     for k in ("log_sd_mean", "true_log_sd"):
         np.testing.assert_allclose(moved[k].numpy(), got[k].numpy(), atol=1e-4)
+
+
+def test_swapped_arms_are_what_the_teacher_says_of_the_swapped_history(traces, tmp_path):
+    """Exchanging the arms of a batch (a -> 1 - a) gives the labels the teacher itself computes on
+    the exchanged history under a prior that treats the arms alike: 1 - pi, log-sds swapped; a
+    prior whose arms differ is refused."""
+    from bayesdesign.student.data import swap_arms
+    from bayesdesign.teachers import make_teacher
+
+    arrays, _ = load_traces(traces)
+    ds = TraceDataset([arrays])
+    idx = np.flatnonzero(ds.index[:, 2] == 4)[:5]
+    swapped = swap_arms(ds.batch(idx))
+    teacher = make_teacher("mixture", "smoothness-mixture")
+    u, a, y = (swapped[k].double().numpy() for k in ("u", "a", "y"))
+    y = arrays.y[ds.index[idx, 1], : u.shape[1]]  # outcomes in the prior's units
+    out = teacher.decide(teacher.update(teacher.init(len(idx)), u, a, y, None), swapped["uq"].double().numpy())
+    np.testing.assert_allclose(out["pi"], swapped["pi_raw"].numpy(), atol=2e-3)
+    np.testing.assert_allclose(out["log_sd_mean"], swapped["log_sd_mean"].numpy(), atol=2e-3)
+    assert np.abs(swapped["pi_raw"].numpy() - 0.5).max() > 0.05
+    other = tmp_path / "tc.nc"
+    generate_traces("treated-control", "conjugate", tasks=4, horizon=20, queries=2, out=other, refit_every=10, seed=1)
+    with pytest.raises(ValueError, match="swap_arms: the prior 'treated-control'"):
+        distil([other], tmp_path / "s", swap_arms=True, **KW)

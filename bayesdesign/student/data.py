@@ -155,6 +155,21 @@ class TraceDataset(Dataset):
         return collate([self[int(i)] for i in indices])
 
 
+def swap_arms(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    r"""The batch with the arms' labels exchanged: ``a -> 1 - a``, :math:`\pi -> 1 - \pi`, and the
+    per-arm log-sd labels swapped. Under a prior that treats the arms alike (exchangeable arm
+    functions) this is another draw of the same task distribution, labelled by the same teacher,
+    so training on both doubles the examples (``distil(..., swap_arms=True)``)."""
+    out = dict(batch)
+    out["a"] = 1 - batch["a"]
+    for k in ("pi_raw", "pi_query"):
+        out[k] = 1 - batch[k]
+    for k in ("log_sd_mean", "log_sd_sd", "true_log_sd"):
+        if k in batch:
+            out[k] = batch[k].flip(-2)
+    return out
+
+
 def collate(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     """Stack examples, padding histories to the longest with zeros; ``mask`` (B, N) marks real
     units (``None`` when no example is padded)."""

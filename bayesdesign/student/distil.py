@@ -32,6 +32,7 @@ from ..traces import generate_traces
 from .checkpoint import save_student
 from .conjugate import layer_prior
 from .data import StepBatchSampler, TraceArrays, TraceDataset, load_traces, split_tasks
+from .data import swap_arms as swap_batch_arms
 from .losses import DEFAULT_WEIGHTS, distil_losses
 from .model import StudentConfig, StudentModel
 from .policy import load_policy
@@ -244,6 +245,7 @@ def distil(
     dagger_rounds: int = 0,
     dagger_tasks: int = 256,
     working_prior=None,
+    swap_arms: bool = False,
 ) -> DistilResult:
     """Train a student on teacher traces and save it to ``out_dir`` (see
     :mod:`bayesdesign.student.checkpoint` for the format).
@@ -286,6 +288,11 @@ def distil(
         and smoothness classes; with ``outcome.standardize`` (unit-free) the student standardizes
         outcomes in context, and its log-sd heads learn :func:`in_context_targets`.
 
+    swap_arms : train on each batch with the arms exchanged half of the time
+        (:func:`~bayesdesign.student.data.swap_arms`): for a prior that treats the arms alike, which
+        is checked for a series prior (arm 0's series equal arm 1's) and the user's claim for a
+        user model.
+
     Returns
     -------
     DistilResult with the folder, final validation metrics and the validation history.
@@ -304,6 +311,7 @@ def distil(
         "val_every": val_every, "val_examples": val_examples, "architecture": dict(architecture or {}),
         "loss_weights": dict(loss_weights or {}),
         **({"working_prior": _working_hash(working_prior)} if working_prior is not None else {}),
+        **({"swap_arms": True} if swap_arms else {}),
         **({"dagger_rounds": dagger_rounds, "dagger_tasks": dagger_tasks} if dagger_rounds else {}),
     }
     weights = {**DEFAULT_WEIGHTS, **(loss_weights or {})}
@@ -330,6 +338,10 @@ def distil(
 
     spec = PriorSpec.from_dict(json.loads(first.attrs["prior"]), source=str(paths[0]))
     working = _working_prior(working_prior, spec, first)
+    swap = bool(swap_arms)
+    if swap and spec.arms is not None and spec.arm(0) != spec.arm(1):
+        raise ValueError(f"swap_arms: the prior {spec.name!r} ({paths[0]}) gives the arms different series; "
+                         "exchanging them is not a draw of the same prior")
     layer_spec = working if working is not None else (spec if spec.model is None else None)
     n_terms = prior_from_spec(layer_spec).n_terms if layer_spec is not None else 0
     standardize = layer_spec is not None and bool(layer_spec.outcome.standardize)
@@ -426,7 +438,10 @@ def distil(
             train_ds, sampler = aggregate(rounds[step])
         for g in opt.param_groups:
             g["lr"] = lr * _lr_factor(step, steps, warmup)
-        batch = _to(train_ds.batch(sampler.next()), dev)
+        batch = train_ds.batch(sampler.next())
+        if swap and bool(torch.rand((), generator=gen) < 0.5):
+            batch = swap_batch_arms(batch)
+        batch = _to(batch, dev)
         terms = distil_losses(_forward(model, batch), _labels(model, batch))
         loss = sum(weights[k] * terms[k] for k in terms)
         opt.zero_grad(set_to_none=True)
