@@ -67,16 +67,20 @@ def ray_session(workers: int, address: str | None = None):
         paths = [p for p in sys.path if p and os.path.isdir(p)]
         old = os.environ.get("PYTHONPATH")
         os.environ["PYTHONPATH"] = os.pathsep.join(paths)  # inherited by the raylet and its workers
+        # Ray starts workers at nice 15: on a busy machine any other process would starve the run
+        old_nice = os.environ.get("RAY_worker_niceness")
+        os.environ["RAY_worker_niceness"] = "0"
         try:
             with warnings.catch_warnings():
                 # subprocess.Popen forks and at once execs Ray's binaries: no JAX code runs in the child
                 warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
                 ray.init(num_cpus=workers, _node_ip_address="127.0.0.1", **quiet)
         finally:
-            if old is None:
-                os.environ.pop("PYTHONPATH", None)
-            else:
-                os.environ["PYTHONPATH"] = old
+            for key, value in (("PYTHONPATH", old), ("RAY_worker_niceness", old_nice)):
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
     try:
         yield ray
     finally:

@@ -86,3 +86,10 @@ def task_truth(prior: str, seed: int, n: int = 3):
     env, _ = sample_tasks(load_prior(prior), np.random.default_rng(seed), n)
     x = np.broadcast_to(np.linspace(0.0, 10.0, 5)[:, None], (n, 5, 1))
     return np.stack([env.sd(x, 0), env.sd(x, 1)])
+
+
+def niceness(_=None) -> int:
+    """The calling process's nice value (for the Ray worker-priority test)."""
+    import os
+
+    return os.nice(0)

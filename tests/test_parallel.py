@@ -35,7 +35,7 @@ def test_one_local_ray_instance_gives_the_in_process_results(tmp_path):
     """A local Ray instance (started and stopped by ray_session, as a run does): conjugate traces
     and SBC identical with one and two workers, and workers import a user model through the
     driver's sys.path (tests/ is on it under pytest)."""
-    from _user_models import task_truth
+    from _user_models import niceness, task_truth
 
     prior = tmp_path / "dose.yaml"
     prior.write_text(DOSE)
@@ -49,6 +49,8 @@ def test_one_local_ray_instance_gives_the_in_process_results(tmp_path):
         two = load_dataset(generate_traces("beta1", "conjugate", out=tmp_path / "two.nc", workers=2, **kw))
         sbc_two = run_sbc("beta2", "conjugate", workers=2, **sbc_kw)
         truth_two = map_chunks(task_truth, [(str(prior), s) for s in range(3)], workers=2)
+        # workers at the driver's priority (Ray's default is nice 15), so a busy machine does not starve them
+        assert map_chunks(niceness, [(0,), (1,)], workers=2) == [os.nice(0)] * 2
     assert not ray.is_initialized()
     xr.testing.assert_identical(one, two)
     assert list(two.task.values) == list(range(6))
