@@ -385,7 +385,7 @@ def _loss_weights(options: tuple[str, ...]) -> dict:
 
 
 def _architecture(options: tuple[str, ...]) -> dict:
-    """``--arch KEY=VALUE`` pairs as StudentConfig overrides (integers; ``standardize`` a boolean)."""
+    """``--arch KEY=VALUE`` pairs as StudentConfig overrides (integers; ``standardize``, ``token_asinh`` booleans)."""
     from .student.model import StudentConfig
 
     fields = set(StudentConfig.__dataclass_fields__) - {"d", "n_classes"}
@@ -394,9 +394,9 @@ def _architecture(options: tuple[str, ...]) -> dict:
         key, sep, value = (part.strip() for part in opt.partition("="))
         if not sep or key not in fields:
             raise ValueError(f"--arch: expected KEY=VALUE with KEY one of {sorted(fields)}, got {opt!r}")
-        if key == "standardize":
+        if key in ("standardize", "token_asinh"):
             if value.lower() not in ("true", "false"):
-                raise ValueError(f"--arch standardize: expected true or false, got {value!r}")
+                raise ValueError(f"--arch {key}: expected true or false, got {value!r}")
             out[key] = value.lower() == "true"
         else:
             try:

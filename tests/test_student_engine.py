@@ -23,12 +23,12 @@ from bayesdesign.student.scaling import Y_CLAMP, InputScaling
 from bayesdesign.teachers.conjugate import prior_from_spec
 
 
-def _conjugate_model(prior: str) -> StudentModel:
+def _conjugate_model(prior: str, **arch) -> StudentModel:
     """A student with the conjugate layer on ``prior`` and random, non-zero corrections."""
     spec = load_prior(prior)
     torch.manual_seed(3)
     cfg = StudentConfig(d=spec.d, n_classes=len(spec.classes), n_terms=prior_from_spec(spec).n_terms, d_model=32,
-                        n_heads=2, n_layers=3)
+                        n_heads=2, n_layers=3, **arch)
     model = StudentModel(cfg).eval()
     model.conj.set_prior(layer_prior(spec), {"floor": 0.05, "prior_obs": 5.0})
     with torch.no_grad():
@@ -42,7 +42,7 @@ def _conjugate_model(prior: str) -> StudentModel:
     return model
 
 
-@pytest.fixture(scope="module", params=["network", "treated-control", "pretrained"])
+@pytest.fixture(scope="module", params=["network", "treated-control", "pretrained", "asinh-tokens"])
 def model(request, tmp_path_factory):
     if request.param == "network":  # no conjugate layer
         path = tmp_path_factory.mktemp("engine") / "s"
@@ -50,6 +50,8 @@ def model(request, tmp_path_factory):
         return load_student(path).model
     if request.param == "pretrained":
         return load_policy("pretrained").model
+    if request.param == "asinh-tokens":  # tokens see asinh(y) (heavy tails), the pooled moments y
+        return _conjugate_model("student-t", token_asinh=True)
     return _conjugate_model(request.param)
 
 

@@ -106,6 +106,7 @@ class Weights(NamedTuple):
     n_classes: int
     standardize: bool
     robust: bool
+    token_asinh: bool
 
 
 class _Side(NamedTuple):
@@ -180,7 +181,7 @@ def engine_weights(model) -> Weights:
         sd["expert_b"].astype(np.float32),
         np.ascontiguousarray(s), log_w, log_scale, np.asarray(_GH_X, float), np.asarray(_GH_W, float),
         floor, prior_obs, var_evidence, cfg.d, cfg.n_freq, cfg.n_terms, cfg.n_heads, cfg.n_classes,
-        bool(cfg.standardize), bool(cfg.n_terms and model.conj.robust),
+        bool(cfg.standardize), bool(cfg.n_terms and model.conj.robust), bool(cfg.token_asinh),
     )
 
 
@@ -297,7 +298,11 @@ def _add_unit(W, u, a, y, ylay, kv, g, stats):
     feats = np.empty(d + d * nf + 6, np.float32)
     feats[:d] = u
     feats[d : d + d * nf] = phi[1:]
-    feats[d + d * nf :] = arm_pow
+    if W.token_asinh:
+        yt = np.arcsinh(y)
+        feats[d + d * nf :] = np.array([c, c * yt, c * yt * yt, a, a * yt, a * yt * yt])
+    else:
+        feats[d + d * nf :] = arm_pow
     h = _gelu(_linear(feats, W.tok_w0, W.tok_b0))
     h = _gelu(_linear(h, W.tok_w1, W.tok_b1))
     tokens = _normalize(_linear(h, W.tok_w2, W.tok_b2))

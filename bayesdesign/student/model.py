@@ -75,6 +75,7 @@ class StudentConfig:
     expert_hidden: int = 32
     n_terms: int = 0
     standardize: bool = False
+    token_asinh: bool = False
 
     def __post_init__(self):
         if self.d_model % self.n_heads:
@@ -92,7 +93,7 @@ class StudentConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> StudentConfig:
-        return cls(**{k: bool(v) if k == "standardize" else int(v) for k, v in data.items()})
+        return cls(**{k: bool(v) if k in ("standardize", "token_asinh") else int(v) for k, v in data.items()})
 
 
 class Context(NamedTuple):
@@ -227,7 +228,7 @@ class StudentModel(nn.Module):
     def embed(self, u: Tensor, a: Tensor, y: Tensor) -> Tensor:
         """Per-token embeddings ``(B, N, D)``: each unit on its own (cacheable)."""
         a = a.to(u.dtype)
-        y = y.to(u.dtype)
+        y = torch.asinh(y.to(u.dtype)) if self.cfg.token_asinh else y.to(u.dtype)
         feats = torch.cat(
             [fourier(u, self.cfg.n_freq), torch.stack([a, 1 - a, a * y, (1 - a) * y, a * y * y, (1 - a) * y * y], -1)],
             dim=-1,
