@@ -172,7 +172,7 @@ class NUTSTeacher(SampledTeacher):
                  refit_every: int = 100, max_units: int | None = None, seed: int = 0, *,
                  warm_warmup: int | None = None, warm_adapt_mass: bool = True, num_chains: int = 1,
                  max_tree_depth: int = 4, target_accept_prob: float = 0.8, chunk: int | None = None,
-                 early_refits: bool = True):
+                 early_refits: bool = True, class_weights: str = "model", evidence_draws: int = 1000):
         _check_int("num_warmup", num_warmup)
         _check_int("num_samples", num_samples)
         _check_int("num_chains", num_chains)
@@ -189,7 +189,7 @@ class NUTSTeacher(SampledTeacher):
         self.max_tree_depth, self.target_accept_prob = int(max_tree_depth), float(target_accept_prob)
         self.chunk = chunk
         self.num_draws = self.num_samples * self.num_chains
-        super().__init__(spec, config, refit_every, max_units, seed, early_refits)
+        super().__init__(spec, config, refit_every, max_units, seed, early_refits, class_weights, evidence_draws)
 
     def settings(self, warm: bool, num_samples: int | None = None) -> NUTSSettings:
         """The :class:`NUTSSettings` of a cold or warm fit."""
@@ -297,4 +297,4 @@ def _collect(results: list[ChainResult]) -> FitResult:
             warnings.simplefilter("ignore", RuntimeWarning)
             diagnostics["ess_tail"] = np.nanmin(ess_tail(zc), axis=(1, 2))
     stats = {"diverging": div, "tree_size": steps, "acceptance_rate": acc}
-    return FitResult(draws, warm, diagnostics, stats)
+    return FitResult(draws, warm, diagnostics, stats, z.reshape(*z.shape[:2], -1, z.shape[-1]))
