@@ -1,7 +1,7 @@
 """The model's own class posterior of a smoothness mixture (teachers.evidence): the importance-
 sampling evidence against the closed-form marginal likelihood of Bayesian linear regression
-(float64 numpy), and the NUTS teacher's class weights against the exact class posterior on a
-mixture whose noise sd is known (so the evidence is closed-form), where the conjugate working
+(float64 numpy), and the NUTS and SVI teachers' class weights against the exact class posterior
+on a mixture whose noise sd is known (so the evidence is closed-form), where the conjugate working
 model's weights are measurably different.
 """
 
@@ -21,6 +21,7 @@ from bayesdesign.teachers import TeacherConfig, make_teacher
 from bayesdesign.teachers import evidence as ev
 from bayesdesign.teachers._sampling import model_parts
 from bayesdesign.teachers.nuts import NUTSTeacher
+from bayesdesign.teachers.svi import SVITeacher
 
 KNOWN_SD = 0.5
 N = 40
@@ -132,6 +133,16 @@ def test_nuts_class_weights_are_the_models_own_class_posterior(mixture_fit):
     _, sd = teacher.draws_at(state, xq)
     sbar_k = np.maximum(sd, teacher.floor_sd[:, None]).mean(2)  # (B, K, 2, Q)
     np.testing.assert_allclose(out["sbar"], np.einsum("bk,bkaq->baq", state.class_prob, sbar_k), rtol=1e-6)
+
+
+@pytest.mark.slow
+def test_svi_class_weights_are_the_models_own_class_posterior(mixture_fit):
+    """The same evidence from the SVI guide's draws (they only place the proposal); slow only for
+    compiling the SVI fits (about 35 s on the shared 2 cores)."""
+    spec, hb, _, _, exact, _ = mixture_fit
+    t = SVITeacher(spec, TeacherConfig(burn_in=10), num_steps=300, num_draws=100, refit_every=N, max_units=64)
+    state, _ = t.fold(hb)
+    np.testing.assert_array_less(0.5 * np.abs(state.class_prob - exact).sum(-1), 0.05)
 
 
 def test_conjugate_class_weights_on_request(mixture_fit):

@@ -37,8 +37,11 @@ This module holds what does not depend on how the draws are made:
 
   with :math:`v_{0,a} = \exp(2\,\text{offset}_{\log\sigma,a})` the prior's typical variance (as in
   the conjugate teacher). For a smoothness mixture each class is fitted separately and the
-  class-conditional moments are mixed with the class posterior :math:`P(k \mid H)` of the
-  conjugate teacher on the same units.
+  class-conditional moments are mixed with the class posterior
+  :math:`P(k \mid H) \propto w_k\, p(y \mid k)` of the prior's own model, the evidence
+  :math:`p(y \mid k)` estimated by importance sampling from the class's draws
+  (:mod:`bayesdesign.teachers.evidence`; ``class_weights="model"``, the default), or with the
+  conjugate teacher's class posterior on the same units (``class_weights="conjugate"``).
 - the :class:`SampledTeacher` base class: ``init / update / decide / _raw / fold / posterior``.
 """
 
@@ -349,6 +352,14 @@ class SampledTeacher(SequentialPolicy):
     """Base of the NUTS and SVI teachers: history padding, the refit schedule, decisions from draws.
 
     Subclasses implement :meth:`_fit` and set ``num_draws`` (draws kept per task and class).
+
+    Smoothness mixtures: ``class_weights="model"`` weighs the classes by the model's own
+    :math:`P(k \\mid H)` (importance-sampling evidence with ``evidence_draws`` proposal draws per
+    task and class); a task whose evidence has Pareto :math:`\\hat k` above 0.7 in any class gets
+    the conjugate class posterior instead, with an
+    :class:`~bayesdesign.teachers.evidence.EvidenceWarning` and ``evidence_fallback`` = 1 in its
+    diagnostics. ``class_weights="conjugate"`` uses the conjugate working model's class posterior.
+    Ignored for priors without a smoothness block.
     """
 
     name = "teacher:sampled"
@@ -462,12 +473,12 @@ class SampledTeacher(SequentialPolicy):
                              class_prob=class_prob)
         return new, res.sample_stats
 
-    def log_evidence(self, feats: tuple, flat: np.ndarray, keys) -> tuple[np.ndarray, np.ndarray]:
+    def log_evidence(self, feats: tuple, flat: np.ndarray, keys, laplace: bool = True) -> tuple[np.ndarray, np.ndarray]:
         r"""Importance-sampling estimates of :math:`\log p(y \mid k)` and their Pareto
         :math:`\hat k`, both (B, K), from the fit's flat unconstrained draws ``flat`` (B, K, S, D)
         (:func:`bayesdesign.teachers.evidence.log_evidence`; ``evidence_draws`` proposal draws per
         task and class, noise from the fit's keys (K, B))."""
-        out = [evidence.log_evidence(p, feats[k], flat[:, k], keys[k], self.evidence_draws)
+        out = [evidence.log_evidence(p, feats[k], flat[:, k], keys[k], self.evidence_draws, laplace=laplace)
                for k, p in enumerate(self.parts)]
         return np.stack([o[0] for o in out], 1), np.stack([o[1] for o in out], 1)
 

@@ -64,9 +64,9 @@ def fit_proposal(z: np.ndarray, hessian: np.ndarray | None = None, inflate: floa
     (a Laplace scale at the posterior mean); where :math:`H` is not positive definite, or
     ``hessian`` is None, the draws' covariance shrunk towards its diagonal with weight
     :math:`D / (S + D)`. The Hessian is the default because the sample covariance of a few hundred
-    draws in tens of dimensions is too noisy: on the ``smoothness-mixture`` prior (44 coefficients,
-    300 NUTS draws) it left the weights with a median :math:`\hat k` of 0.8, the Laplace scale
-    0.1 (docs/teachers_sampling.md).
+    draws in tens of dimensions is too noisy (on the ``smoothness-mixture`` prior, 44
+    coefficients and 300 NUTS draws, it left most weights with :math:`\hat k` above 0.7:
+    docs/teachers_sampling.md).
     """
     z = np.asarray(z, np.float64)
     s, d = z.shape[-2:]
@@ -134,14 +134,16 @@ def proposal_noise(keys, num: int, dim: int, df: float) -> tuple[np.ndarray, np.
     return np.asarray(eps, np.float64), np.asarray(g, np.float64)
 
 
-def log_joint_fn(potential_gen, unravel, block: int = 128):
+def log_joint_fn(potential_gen, unravel, units_per_block: int = 16384):
     r"""``f(feats, a, y, mask, z) -> log p(y, z)``: ``z`` (B, M, D) flat unconstrained latents,
-    the data with a leading task axis B; jitted, vectorized over tasks and over blocks of
-    ``block`` draws (``lax.map``) so memory stays at ``B * block`` likelihood evaluations."""
+    the data with a leading task axis B; jitted, vectorized over tasks and over blocks of draws
+    (``lax.map``, at most 128 draws and ``units_per_block`` unit evaluations per task and block), so
+    memory stays near ``B * units_per_block`` likelihood terms whatever the history length."""
 
     def one(feats, a, y, mask, z):
         energy = potential_gen(feats, a, y, mask)
-        return -lax.map(lambda zz: energy(unravel(zz)), z, batch_size=min(block, z.shape[0]))
+        block = max(1, min(128, units_per_block // max(a.shape[0], 1), z.shape[0]))
+        return -lax.map(lambda zz: energy(unravel(zz)), z, batch_size=block)
 
     return jax.jit(jax.vmap(one))
 
@@ -183,7 +185,7 @@ def _compiled(parts, kind: str):
 
 
 def log_evidence(parts, data: tuple, flat: np.ndarray, keys, num: int = 1000, inflate: float = 1.1,
-                 df: float = 8.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                 df: float = 8.0, laplace: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     r"""Importance-sampling :math:`\log p(y)` of the model ``parts``
     (:class:`~bayesdesign.teachers._sampling.ModelParts`) for B tasks.
 
@@ -191,11 +193,14 @@ def log_evidence(parts, data: tuple, flat: np.ndarray, keys, num: int = 1000, in
     ``parts.fit_model``); ``flat`` (B, S, D): posterior draws of the flat unconstrained latents;
     ``keys`` (B,): PRNG keys of the proposal draws; ``num``: proposal draws :math:`M` per task.
     Returns the PSIS estimate, Pareto :math:`\hat k` and Monte Carlo standard error, each (B,)
-    (see the module notes and :func:`smoothed_log_mean`).
+    (see the module notes and :func:`smoothed_log_mean`). ``laplace=False`` scales the proposal
+    by the draws' covariance instead of the Hessian (for comparison: see :func:`fit_proposal`).
     """
     flat = np.asarray(flat, np.float64)
-    hess = _compiled(parts, "hessian")(*data, jnp.asarray(flat.mean(1), jnp.float32))
-    q = fit_proposal(flat, np.asarray(hess, np.float64), inflate, df)
+    hess = None
+    if laplace:
+        hess = np.asarray(_compiled(parts, "hessian")(*data, jnp.asarray(flat.mean(1), jnp.float32)), np.float64)
+    q = fit_proposal(flat, hess, inflate, df)
     eps, g = proposal_noise(keys, int(num), flat.shape[-1], q.df)
     z, logq = draw_proposal(q, eps, g)
     logp = np.asarray(_compiled(parts, "log_joint")(*data, jnp.asarray(z, jnp.float32)), np.float64)

@@ -138,9 +138,10 @@ class NUTSTeacher(SampledTeacher):
     :mod:`bayesdesign.teachers._sampling`). ``decide`` gives ``pi`` (unclipped), ``sbar``,
     ``mean``, ``log_sd_mean``, ``log_sd_sd`` and ``class_prob`` like the conjugate teacher.
 
-    Smoothness mixtures: each class is fitted by NUTS (its own model) and the classes are mixed
-    with the conjugate teacher's :math:`P(k \mid H)` (closed-form marginal likelihoods of the mean
-    regressions): a discrete class is not a NUTS variable.
+    Smoothness mixtures: each class is fitted by NUTS (its own model; a discrete class is not a
+    NUTS variable) and the classes are mixed with the model's own :math:`P(k \mid H)`, the
+    evidence of each class estimated by importance sampling around its draws
+    (:mod:`bayesdesign.teachers.evidence`), or on request with the conjugate teacher's.
 
     Parameters
     ----------
@@ -164,6 +165,10 @@ class NUTSTeacher(SampledTeacher):
         batch wait; capping at 15 cost little ESS (benchmark (b)). Raise it for harder user models.
     target_accept_prob : dual-averaging target of the step size adaptation.
     chunk : vectorize over chunks of this many tasks (``None``: all at once; 1: one at a time).
+    class_weights : smoothness mixtures: ``"model"`` (the model's own class posterior, default) or
+        ``"conjugate"`` (the conjugate working model's); see
+        :class:`~bayesdesign.teachers._sampling.SampledTeacher`.
+    evidence_draws : proposal draws per task and class of the importance-sampling evidence.
     """
 
     name = "teacher:nuts"
@@ -253,7 +258,9 @@ class NUTSTeacher(SampledTeacher):
         transitions, all chains and classes), ``accept_prob`` and ``tree_size`` (mean leapfrog
         steps per draw), ``step_size``, ``rhat`` (worst split :math:`\\hat R` over the
         unconstrained coefficients), ``ess`` (smallest bulk ESS) and ``ess_tail`` (smallest tail
-        ESS)."""
+        ESS); with the model's class weights of a mixture also ``evidence_khat``,
+        ``evidence_fallback`` and ``evidence_tv`` (see
+        :meth:`~bayesdesign.teachers._sampling.SampledTeacher._model_class_prob`)."""
         return dict(state.diagnostics)
 
 

@@ -161,6 +161,8 @@ class SVITeacher(SampledTeacher):
     num_steps : Adam steps of a cold fit; ``warm_steps`` of a warm refit (default ``num_steps // 4``).
     lr : initial Adam step size (decays to ``lr / 10`` over each fit).
     num_draws : draws kept per task after each fit.
+    class_weights, evidence_draws : smoothness mixtures, as for the NUTS teacher (the guide's draws
+        place the importance-sampling proposal of each class's evidence).
     """
 
     name = "teacher:svi"
@@ -214,5 +216,7 @@ class SVITeacher(SampledTeacher):
         return FitResult(draws, tuple(r.params for r in results), {"loss": loss.sum(1)}, {}, flat)
 
     def diagnostics(self, state) -> dict[str, np.ndarray]:
-        """``loss`` (B,): the final negative ELBO of the last fit (summed over classes)."""
+        """``loss`` (B,): the final negative ELBO of the last fit (summed over classes); with the
+        model's class weights of a mixture also ``evidence_khat``, ``evidence_fallback`` and
+        ``evidence_tv`` (as for the NUTS teacher)."""
         return dict(state.diagnostics)
