@@ -92,9 +92,9 @@ def run(tasks: int, horizon: int, refit_every: int, seed: int) -> tuple[list[dic
             "TV max": float(tv.max()),
             "TV MC (two estimates) max": float(0.5 * np.abs(model - model2).sum(1).max()),
             "log Z MC spread median": float(np.median(np.abs(lz - lz2))),
-            "draws' covariance: k-hat median": float(np.median(kh_cov.max(1))),
-            "k-hat > 0.7 ": int((~(kh_cov.max(1) <= ev.KHAT_MAX)).sum()),
-            "log Z MC spread median ": float(np.median(np.abs(lz_cov - lz_cov2))),
+            "draws' cov: k-hat median": float(np.median(kh_cov.max(1))),
+            "draws' cov: k-hat > 0.7": int((~(kh_cov.max(1) <= ev.KHAT_MAX)).sum()),
+            "draws' cov: log Z MC spread median": float(np.median(np.abs(lz_cov - lz_cov2))),
         })
         warm = res.warm
     return rows, compile_s
