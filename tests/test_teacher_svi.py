@@ -2,7 +2,8 @@
 model (float64 numpy; the Laplace and full-rank guides are exact there, the mean-field one has
 the exact mean), the oracle Neyman rule on scenario S2 and the conjugate teacher; and against
 itself: incremental vs folded state, warm vs cold fits, vectorized vs one task at a time, the
-smoothness mixture's class weights.
+smoothness mixture's mixing with the conjugate class weights (the model's own weights are tested
+in test_class_evidence.py).
 """
 
 import jax
@@ -112,7 +113,7 @@ def test_vectorized_fit_matches_one_task_at_a_time(teacher):
         np.testing.assert_allclose(np.asarray(one.z[0]), np.asarray(batch.z[b]), atol=2e-3)
 
 
-def test_mixture_weights_come_from_the_conjugate_class_posterior():
+def test_mixture_weights_come_from_the_conjugate_class_posterior_on_request():
     spec = PriorSpec.from_dict(
         {
             "name": "two-classes",
@@ -121,7 +122,8 @@ def test_mixture_weights_come_from_the_conjugate_class_posterior():
             "smoothness": {"choices": [0.5, 2.0], "weights": [0.3, 0.7]},
         }
     )
-    t = SVITeacher(spec, TeacherConfig(burn_in=10), num_steps=300, num_draws=100, refit_every=100, max_units=128)
+    t = SVITeacher(spec, TeacherConfig(burn_in=10), num_steps=300, num_draws=100, refit_every=100, max_units=128,
+                   class_weights="conjugate")  # the model's own weights: tests/test_class_evidence.py
     h = _s2_history(6, n=100)
     state, _ = t.fold(h)
     conj = make_teacher("mixture", spec)

@@ -37,13 +37,17 @@ This module holds what does not depend on how the draws are made:
 
   with :math:`v_{0,a} = \exp(2\,\text{offset}_{\log\sigma,a})` the prior's typical variance (as in
   the conjugate teacher). For a smoothness mixture each class is fitted separately and the
-  class-conditional moments are mixed with the class posterior :math:`P(k \mid H)` of the
-  conjugate teacher on the same units.
+  class-conditional moments are mixed with the class posterior
+  :math:`P(k \mid H) \propto w_k\, p(y \mid k)` of the prior's own model, the evidence
+  :math:`p(y \mid k)` estimated by importance sampling from the class's draws
+  (:mod:`bayesdesign.teachers.evidence`; ``class_weights="model"``, the default), or with the
+  conjugate teacher's class posterior on the same units (``class_weights="conjugate"``).
 - the :class:`SampledTeacher` base class: ``init / update / decide / _raw / fold / posterior``.
 """
 
 from __future__ import annotations
 
+import warnings
 from abc import abstractmethod
 from collections.abc import Callable
 from functools import partial
@@ -64,6 +68,7 @@ from ..design.policy import History, SequentialPolicy
 from ..models import evaluate_sites, mask_padding, numpyro_model, prior_arrays
 from ..models import model_args as dummy_args
 from ..spec import load_prior
+from . import evidence
 from .base import TeacherConfig
 from .conjugate import ConjugateTeacher
 
@@ -80,6 +85,7 @@ __all__ = [
 ]
 
 MIN_CAPACITY = 64
+CLASS_WEIGHTS = ("model", "conjugate")
 
 
 # ------------------------------------------------------------------------- schedule and padding
@@ -332,25 +338,39 @@ class SampledState(NamedTuple):
 
 class FitResult(NamedTuple):
     """What a backend's fit returns: ``draws`` (site -> (B, K, S, ...)), the next ``warm`` carry,
-    ``diagnostics`` (name -> (B, ...)) and per-draw ``sample_stats`` (name -> (B, K, chain, draw))."""
+    ``diagnostics`` (name -> (B, ...)), per-draw ``sample_stats`` (name -> (B, K, chain, draw))
+    and the draws as flat unconstrained latents ``flat`` (B, K, S, D) (for the class evidence)."""
 
     draws: dict
     warm: Any
     diagnostics: dict
     sample_stats: dict
+    flat: Any = None
 
 
 class SampledTeacher(SequentialPolicy):
     """Base of the NUTS and SVI teachers: history padding, the refit schedule, decisions from draws.
 
     Subclasses implement :meth:`_fit` and set ``num_draws`` (draws kept per task and class).
+
+    Smoothness mixtures: ``class_weights="model"`` weighs the classes by the model's own
+    :math:`P(k \\mid H)` (importance-sampling evidence with ``evidence_draws`` proposal draws per
+    task and class); a task whose evidence has Pareto :math:`\\hat k` above 0.7 in any class gets
+    the conjugate class posterior instead, with an
+    :class:`~bayesdesign.teachers.evidence.EvidenceWarning` and ``evidence_fallback`` = 1 in its
+    diagnostics. ``class_weights="conjugate"`` uses the conjugate working model's class posterior.
+    Ignored for priors without a smoothness block.
     """
 
     name = "teacher:sampled"
     num_draws: int = 0
 
     def __init__(self, spec, config: TeacherConfig | None, refit_every: int, max_units: int | None, seed: int,
-                 early_refits: bool = True):
+                 early_refits: bool = True, class_weights: str = "model", evidence_draws: int = 1000):
+        if class_weights not in CLASS_WEIGHTS:
+            raise ValueError(f"class_weights: expected one of {list(CLASS_WEIGHTS)}, got {class_weights!r}")
+        _check_int("evidence_draws", evidence_draws, 10)
+        self.class_weights, self.evidence_draws = class_weights, int(evidence_draws)
         self.spec = spec if hasattr(spec, "hash") else load_prior(spec)
         self.config = config or TeacherConfig()
         super().__init__(self.spec.bounds, self.config.clip)
@@ -438,16 +458,51 @@ class SampledTeacher(SequentialPolicy):
         """Fit the posterior on the first ``n`` units of every task; warm-started from
         ``state.warm`` unless ``warm=False``. Returns the new state and the per-draw sample stats."""
         b = state.x.shape[0]
-        res = self._fit(state.warm if warm else None, self._padded(state, n),
-                        task_keys(self.seed, n, self.n_classes, b), num_draws)
-        class_prob = state.class_prob
+        feats = self._padded(state, n)
+        keys = task_keys(self.seed, n, self.n_classes, b)
+        res = self._fit(state.warm if warm else None, feats, keys, num_draws)
+        class_prob, diagnostics = state.class_prob, dict(res.diagnostics)
         if self._conjugate is not None:
             h = History(state.x[:, :n], state.a[:, :n].astype(float), state.y[:, :n], np.full((b, n), 0.5))
             cstate, _ = self._conjugate.fold(h)
             class_prob = self._conjugate.decide(cstate, np.zeros((b, 1, self.spec.d)))["class_prob"]
-        new = state._replace(fit_n=n, draws=res.draws, warm=res.warm, diagnostics=res.diagnostics,
+            if self.class_weights == "model":
+                class_prob, extra = self._model_class_prob(feats, res.flat, keys, class_prob, n)
+                diagnostics.update(extra)
+        new = state._replace(fit_n=n, draws=res.draws, warm=res.warm, diagnostics=diagnostics,
                              class_prob=class_prob)
         return new, res.sample_stats
+
+    def log_evidence(self, feats: tuple, flat: np.ndarray, keys, laplace: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        r"""Importance-sampling estimates of :math:`\log p(y \mid k)` and their Pareto
+        :math:`\hat k`, both (B, K), from the fit's flat unconstrained draws ``flat`` (B, K, S, D)
+        (:func:`bayesdesign.teachers.evidence.log_evidence`; ``evidence_draws`` proposal draws per
+        task and class, noise from the fit's keys (K, B))."""
+        out = [evidence.log_evidence(p, feats[k], flat[:, k], keys[k], self.evidence_draws, laplace=laplace)
+               for k, p in enumerate(self.parts)]
+        return np.stack([o[0] for o in out], 1), np.stack([o[1] for o in out], 1)
+
+    def _model_class_prob(self, feats, flat, keys, conjugate: np.ndarray, n: int) -> tuple[np.ndarray, dict]:
+        r"""The model's own :math:`P(k \mid H)` (B, K), the conjugate one where a task's evidence has
+        :math:`\hat k` above :data:`~bayesdesign.teachers.evidence.KHAT_MAX` (with a warning), and
+        the diagnostics ``evidence_khat`` (worst over classes), ``evidence_fallback`` (1 where the
+        conjugate weights were used) and ``evidence_tv`` (total variation between the model's and
+        the conjugate class posterior), each (B,)."""
+        log_z, khat = self.log_evidence(feats, flat, keys)
+        model = evidence.class_posterior(np.log(self.spec.weights), log_z)
+        worst = np.max(khat, 1)
+        bad = ~(worst <= evidence.KHAT_MAX)
+        tv = np.where(bad, np.nan, 0.5 * np.abs(np.nan_to_num(model) - conjugate).sum(1))
+        if bad.any():
+            warnings.warn(
+                f"class_weights='model': the importance-sampling evidence of {int(bad.sum())} of {len(bad)} "
+                f"tasks on {n} units has Pareto k-hat above {evidence.KHAT_MAX} (worst "
+                f"{np.nanmax(np.where(np.isfinite(worst), worst, np.nan), initial=np.inf):.2f}); those tasks use "
+                "the conjugate class posterior (diagnostics evidence_fallback = 1)",
+                evidence.EvidenceWarning, stacklevel=3,
+            )
+        prob = np.where(bad[:, None], conjugate, model)
+        return prob, {"evidence_khat": worst, "evidence_fallback": bad.astype(float), "evidence_tv": tv}
 
     # ---------------------------------------------------------------- decisions
 

@@ -138,9 +138,10 @@ class NUTSTeacher(SampledTeacher):
     :mod:`bayesdesign.teachers._sampling`). ``decide`` gives ``pi`` (unclipped), ``sbar``,
     ``mean``, ``log_sd_mean``, ``log_sd_sd`` and ``class_prob`` like the conjugate teacher.
 
-    Smoothness mixtures: each class is fitted by NUTS (its own model) and the classes are mixed
-    with the conjugate teacher's :math:`P(k \mid H)` (closed-form marginal likelihoods of the mean
-    regressions): a discrete class is not a NUTS variable.
+    Smoothness mixtures: each class is fitted by NUTS (its own model; a discrete class is not a
+    NUTS variable) and the classes are mixed with the model's own :math:`P(k \mid H)`, the
+    evidence of each class estimated by importance sampling around its draws
+    (:mod:`bayesdesign.teachers.evidence`), or on request with the conjugate teacher's.
 
     Parameters
     ----------
@@ -164,6 +165,10 @@ class NUTSTeacher(SampledTeacher):
         batch wait; capping at 15 cost little ESS (benchmark (b)). Raise it for harder user models.
     target_accept_prob : dual-averaging target of the step size adaptation.
     chunk : vectorize over chunks of this many tasks (``None``: all at once; 1: one at a time).
+    class_weights : smoothness mixtures: ``"model"`` (the model's own class posterior, default) or
+        ``"conjugate"`` (the conjugate working model's); see
+        :class:`~bayesdesign.teachers._sampling.SampledTeacher`.
+    evidence_draws : proposal draws per task and class of the importance-sampling evidence.
     """
 
     name = "teacher:nuts"
@@ -172,7 +177,7 @@ class NUTSTeacher(SampledTeacher):
                  refit_every: int = 100, max_units: int | None = None, seed: int = 0, *,
                  warm_warmup: int | None = None, warm_adapt_mass: bool = True, num_chains: int = 1,
                  max_tree_depth: int = 4, target_accept_prob: float = 0.8, chunk: int | None = None,
-                 early_refits: bool = True):
+                 early_refits: bool = True, class_weights: str = "model", evidence_draws: int = 1000):
         _check_int("num_warmup", num_warmup)
         _check_int("num_samples", num_samples)
         _check_int("num_chains", num_chains)
@@ -189,7 +194,7 @@ class NUTSTeacher(SampledTeacher):
         self.max_tree_depth, self.target_accept_prob = int(max_tree_depth), float(target_accept_prob)
         self.chunk = chunk
         self.num_draws = self.num_samples * self.num_chains
-        super().__init__(spec, config, refit_every, max_units, seed, early_refits)
+        super().__init__(spec, config, refit_every, max_units, seed, early_refits, class_weights, evidence_draws)
 
     def settings(self, warm: bool, num_samples: int | None = None) -> NUTSSettings:
         """The :class:`NUTSSettings` of a cold or warm fit."""
@@ -253,7 +258,9 @@ class NUTSTeacher(SampledTeacher):
         transitions, all chains and classes), ``accept_prob`` and ``tree_size`` (mean leapfrog
         steps per draw), ``step_size``, ``rhat`` (worst split :math:`\\hat R` over the
         unconstrained coefficients), ``ess`` (smallest bulk ESS) and ``ess_tail`` (smallest tail
-        ESS)."""
+        ESS); with the model's class weights of a mixture also ``evidence_khat``,
+        ``evidence_fallback`` and ``evidence_tv`` (see
+        :meth:`~bayesdesign.teachers._sampling.SampledTeacher._model_class_prob`)."""
         return dict(state.diagnostics)
 
 
@@ -297,4 +304,4 @@ def _collect(results: list[ChainResult]) -> FitResult:
             warnings.simplefilter("ignore", RuntimeWarning)
             diagnostics["ess_tail"] = np.nanmin(ess_tail(zc), axis=(1, 2))
     stats = {"diverging": div, "tree_size": steps, "acceptance_rate": acc}
-    return FitResult(draws, warm, diagnostics, stats)
+    return FitResult(draws, warm, diagnostics, stats, z.reshape(*z.shape[:2], -1, z.shape[-1]))

@@ -161,13 +161,16 @@ class SVITeacher(SampledTeacher):
     num_steps : Adam steps of a cold fit; ``warm_steps`` of a warm refit (default ``num_steps // 4``).
     lr : initial Adam step size (decays to ``lr / 10`` over each fit).
     num_draws : draws kept per task after each fit.
+    class_weights, evidence_draws : smoothness mixtures, as for the NUTS teacher (the guide's draws
+        place the importance-sampling proposal of each class's evidence).
     """
 
     name = "teacher:svi"
 
     def __init__(self, spec, config: TeacherConfig | None = None, guide: str = "normal", num_steps: int = 2000,
                  lr: float = 0.02, num_draws: int = 200, refit_every: int = 100, max_units: int | None = None,
-                 seed: int = 0, *, warm_steps: int | None = None, early_refits: bool = True):
+                 seed: int = 0, *, warm_steps: int | None = None, early_refits: bool = True,
+                 class_weights: str = "model", evidence_draws: int = 1000):
         if guide not in GUIDES:
             raise ValueError(f"guide: expected one of {list(GUIDES)}, got {guide!r}")
         _check_int("num_steps", num_steps)
@@ -178,7 +181,7 @@ class SVITeacher(SampledTeacher):
             raise ValueError(f"lr: expected a positive number, got {lr!r}")
         self.guide, self.num_steps, self.lr, self.num_draws = guide, int(num_steps), float(lr), int(num_draws)
         self.warm_steps = int(max(1, num_steps // 4) if warm_steps is None else warm_steps)
-        super().__init__(spec, config, refit_every, max_units, seed, early_refits)
+        super().__init__(spec, config, refit_every, max_units, seed, early_refits, class_weights, evidence_draws)
         self.name = f"teacher:svi-{guide}" if guide != "normal" else "teacher:svi"
 
     def settings(self, warm: bool, num_draws: int | None = None) -> SVISettings:
@@ -209,8 +212,11 @@ class SVITeacher(SampledTeacher):
             results.append(jax.tree_util.tree_map(np.asarray, res))
         draws = {name: np.stack([r.latent[name] for r in results], 1) for name in results[0].latent}
         loss = np.stack([r.loss for r in results], 1)
-        return FitResult(draws, tuple(r.params for r in results), {"loss": loss.sum(1)}, {})
+        flat = np.stack([r.z for r in results], 1)
+        return FitResult(draws, tuple(r.params for r in results), {"loss": loss.sum(1)}, {}, flat)
 
     def diagnostics(self, state) -> dict[str, np.ndarray]:
-        """``loss`` (B,): the final negative ELBO of the last fit (summed over classes)."""
+        """``loss`` (B,): the final negative ELBO of the last fit (summed over classes); with the
+        model's class weights of a mixture also ``evidence_khat``, ``evidence_fallback`` and
+        ``evidence_tv`` (as for the NUTS teacher)."""
         return dict(state.diagnostics)
