@@ -29,6 +29,26 @@ def test_revenue_tasks_moments_match_their_outcomes():
         np.testing.assert_allclose(np.median(y.std(1) / sd), 1.0, atol=0.15)
 
 
+def test_revenue_moments_are_finite_for_extreme_draws():
+    """The moments in log space: equal to the direct formulas where those are finite (float64), and
+    finite where ``p e^(2m + 2s^2) - mu^2`` overflows float32 to ``inf - inf`` (a wild posterior
+    draw of the NUTS teacher gave a NaN probability that way)."""
+    import jax.numpy as jnp
+
+    from bayesdesign.examples_models.revenue import moments
+
+    rng = np.random.default_rng(0)
+    logits, loc, scale = rng.normal(-1, 2, 500), rng.normal(0, 1, 500), np.exp(rng.normal(-0.5, 0.5, 500))
+    p = 1 / (1 + np.exp(-logits))
+    mean = p * np.exp(loc + scale**2 / 2)
+    sd = np.sqrt(p * np.exp(2 * loc + 2 * scale**2) - mean**2)
+    got = [np.asarray(v, float) for v in moments(jnp.asarray(logits), jnp.asarray(loc), jnp.asarray(scale))]
+    np.testing.assert_allclose(got[0], mean, rtol=1e-5)
+    np.testing.assert_allclose(got[1], sd, rtol=1e-5)
+    wild = moments(jnp.float32(2.0), jnp.float32(30.0), jnp.float32(7.0))
+    assert all(np.isfinite(np.asarray(v)) and np.asarray(v) > 1e20 for v in wild)
+
+
 def test_revenue_prior_runs_through_simulate():
     res = CliRunner().invoke(main, ["simulate", "--prior", str(REVENUE_PRIOR), "--designs", "uniform,plugin-neyman",
                                     "-T", "100", "-R", "4", "--json"])

@@ -185,3 +185,12 @@ def test_swapped_arms_are_what_the_teacher_says_of_the_swapped_history(traces, t
     generate_traces("treated-control", "conjugate", tasks=4, horizon=20, queries=2, out=other, refit_every=10, seed=1)
     with pytest.raises(ValueError, match="swap_arms: the prior 'treated-control'"):
         distil([other], tmp_path / "s", swap_arms=True, **KW)
+
+
+def test_examples_with_non_finite_teacher_labels_are_left_out_with_a_warning(traces):
+    arrays, _ = load_traces(traces)
+    arrays.pi_raw[2, 3, 1] = np.nan
+    with pytest.warns(RuntimeWarning, match="1 \\(task, step\\) examples with non-finite"):
+        ds = TraceDataset([arrays])
+    assert ds.dropped == 1 and len(ds) == arrays.n_tasks * arrays.n_steps - 1
+    assert not ((ds.index[:, 1] == 2) & (ds.index[:, 2] == 3)).any()

@@ -68,12 +68,21 @@ def _features(u):
     return phi.reshape(*u.shape[:-1], 2 * TERMS), weights
 
 
+_MAX_LOG = 80.0  # exp stays finite in float32
+
+
 def moments(logits, loc, scale):
-    """Mean and sd of the zero-inflated lognormal."""
-    p = jax.nn.sigmoid(logits)
-    mean = p * jnp.exp(loc + 0.5 * scale**2)
-    second = p * jnp.exp(2.0 * loc + 2.0 * scale**2)
-    return mean, jnp.sqrt(jnp.maximum(second - mean**2, 1e-12))
+    r"""Mean and sd of the zero-inflated lognormal, in log space:
+    :math:`\log\mu = \log p + m + s^2/2` and
+    :math:`\log\sigma^2 = \log p + 2m + 2s^2 + \log(1 - p e^{-s^2})` (that is
+    :math:`p e^{2m + 2s^2} - \mu^2`), so that extreme posterior draws give large but finite
+    moments rather than ``inf - inf``; exponents are capped at 80."""
+    log_p = jax.nn.log_sigmoid(logits)
+    s2 = scale**2
+    log_mean = log_p + loc + 0.5 * s2
+    log_var = log_p + 2.0 * loc + 2.0 * s2 + jnp.log1p(-jnp.exp(log_p - s2))
+    mean = jnp.exp(jnp.minimum(log_mean, _MAX_LOG))
+    return mean, jnp.maximum(jnp.exp(jnp.minimum(0.5 * log_var, _MAX_LOG)), 1e-6)
 
 
 def revenue(x, a, y, mask, x_query):

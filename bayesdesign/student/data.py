@@ -14,6 +14,7 @@ length and needs no padding, as in-context models sample "the context length per
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,19 +113,28 @@ class TraceDataset(Dataset):
     """Examples ``(file, task, step)`` over the given tasks of one or more :class:`TraceArrays`.
 
     ``tasks[i]`` lists the task indices of ``files[i]`` to use (all by default); ``index`` is the
-    (E, 3) integer array of examples.
+    (E, 3) integer array of examples. Examples whose teacher labels are not finite (a sampling
+    teacher's ``pi`` is NaN when a posterior draw of the model's ``sd`` site overflowed) are left
+    out with a warning that counts them; ``dropped`` holds their number.
     """
 
     def __init__(self, files: Sequence[TraceArrays], tasks: Sequence[np.ndarray] | None = None):
         self.files = list(files)
+        self.dropped = 0
         if tasks is None:
             tasks = [np.arange(f.n_tasks) for f in self.files]
         rows = []
         for i, (f, ts) in enumerate(zip(self.files, tasks, strict=True)):
             ts = np.asarray(ts, dtype=np.int64)
             tt, ss = np.meshgrid(ts, np.arange(f.n_steps), indexing="ij")
-            rows.append(np.stack([np.full(tt.size, i), tt.ravel(), ss.ravel()], 1))
+            tt, ss = tt.ravel(), ss.ravel()
+            ok = np.isfinite(f.pi_raw[tt, ss]).all(-1) & np.isfinite(f.pi_query[tt, ss]).all(-1)
+            rows.append(np.stack([np.full(int(ok.sum()), i), tt[ok], ss[ok]], 1))
+            self.dropped += int((~ok).sum())
         self.index = np.concatenate(rows) if rows else np.zeros((0, 3), dtype=np.int64)
+        if self.dropped:
+            warnings.warn(f"traces: {self.dropped} (task, step) examples with non-finite teacher probabilities "
+                          "left out", RuntimeWarning, stacklevel=2)
 
     def __len__(self) -> int:
         return len(self.index)
