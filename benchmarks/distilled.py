@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import xarray as xr
 from _common import md_table, stamp, write_section
 
 import bayesdesign as bd
@@ -45,16 +46,36 @@ def imitation(label: str, student: str, heldout: Path) -> list[dict]:
     return rows
 
 
-def designs(label: str, reps: int, horizon: int, seed: int) -> tuple[list[dict], dict]:
+TEACHER = "teacher:nuts (refit every 25)"
+
+
+def teacher_run(label: str, reps: int, horizon: int, seed: int, cache: Path | None) -> xr.Dataset:
+    """The NUTS teacher as a design (the slow part), kept in ``cache`` when given: the same seed
+    gives the same tasks and units in a later run, so the comparison stays paired."""
+    path = None if cache is None else cache / f"{label}-nuts-{reps}-{horizon}-{seed}.nc"
+    if path is not None and path.is_file():
+        return xr.open_dataset(path).load()
+    teacher = make_teacher("nuts", CASES[label][0], refit_every=25, seed=seed)
+    teacher.name = TEACHER
+    ds = bd.simulate(bd.models.PriorTasks(CASES[label][0]), [teacher], horizon=horizon, reps=reps, seed=seed,
+                     keep_units=0).drop_sel(design="oracle")
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        ds.to_netcdf(path)
+    return ds
+
+
+def designs(label: str, reps: int, horizon: int, seed: int, cache: Path | None = None) -> tuple[list[dict], dict]:
     prior, student, extra, _ = CASES[label]
-    teacher = make_teacher("nuts", prior, refit_every=25, seed=seed)
-    teacher.name = "teacher:nuts (refit every 25)"
     names = ["uniform", "plugin-neyman", *extra, f"student:{student}"]
-    ds = bd.simulate(bd.models.PriorTasks(prior), [*names[:-1], teacher, names[-1]], horizon=horizon, reps=reps,
-                     seed=seed)
+    rest = bd.simulate(bd.models.PriorTasks(prior), names, horizon=horizon, reps=reps, seed=seed, keep_units=0)
+    nuts = teacher_run(label, reps, horizon, seed, cache)
+    np.testing.assert_array_equal(nuts.ate.values, rest.ate.values)  # the same tasks: a paired comparison
+    ds = xr.concat([rest, nuts], dim="design", data_vars="minimal", coords="minimal", compat="override")
+    teacher = TEACHER
     df = bd.summary.summarize(ds)
     ratio = ds.design_var / ds.v_star
-    diff = (ratio.sel(design=f"student:{student}") - ratio.sel(design=teacher.name)).values
+    diff = (ratio.sel(design=f"student:{student}") - ratio.sel(design=teacher)).values
     paired = {"model": label, "student_minus_teacher": float(diff.mean()),
               "se": float(diff.std(ddof=1) / np.sqrt(len(diff)))}
     cols = ("design_var_ratio", "mean_abs_pi_error", "coverage")
@@ -69,9 +90,15 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=200)
     ap.add_argument("--horizon", type=int, default=500)
     ap.add_argument("--seed", type=int, default=31)
+    ap.add_argument("--cache", type=Path, help="keep the NUTS teacher's runs here (the slow part) for reruns")
+    ap.add_argument("--teacher-only", action="store_true", help="only run (and cache) the NUTS teacher designs")
     ap.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
     args = ap.parse_args()
     reps, horizon = (8, 100) if args.quick else (args.reps, args.horizon)
+    if args.teacher_only:
+        for label in CASES:
+            teacher_run(label, reps, horizon, args.seed, args.cache)
+        return
     held = {"revenue": args.heldout_revenue, "student-t": args.heldout_student_t}
     im, dz, paired, training = [], [], [], []
     with tempfile.TemporaryDirectory() as tmp:
@@ -88,7 +115,7 @@ def main() -> None:
                              "train_s": meta.get("train_seconds", float("nan")),
                              "working_model": (meta.get("working_prior") or meta["prior"]).get("name")})
             im += imitation(label, student, path)
-            rows, pd = designs(label, reps, horizon, args.seed)
+            rows, pd = designs(label, reps, horizon, args.seed, args.cache)
             dz += rows
             paired.append(pd)
             for r in (im, dz, [pd]):

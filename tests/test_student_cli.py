@@ -66,3 +66,17 @@ def test_traces_distil_simulate(tmp_path):
     assert set(json.loads(res.output)) == {"uniform", f"student:{out}", "oracle"}
     res = run(main, ["simulate", "--scenario", "S2", "--designs", f"student:{tmp_path / 'missing'}", "-T", "60"])
     assert res.exit_code == 2 and "missing" in res.output
+
+
+def test_distil_options_name_what_is_wrong(tmp_path):
+    """Bad --arch and --loss-weight values stop before any work with exit 2 and name the option."""
+    base = ["distil", "--traces", str(tmp_path / "none.nc"), "--out", str(tmp_path / "s")]
+    cases = [(["--arch", "d_model"], "--arch: expected KEY=VALUE"),
+             (["--arch", "n_classes=3"], "KEY one of"),
+             (["--arch", "n_layers=two"], "--arch n_layers: expected an integer, got 'two'"),
+             (["--arch", "token_asinh=maybe"], "--arch token_asinh: expected true or false"),
+             (["--loss-weight", "pi=-1"], "--loss-weight pi: expected a non-negative number"),
+             (["--loss-weight", "nope=1"], "--loss-weight: expected KEY=VALUE with KEY one of")]
+    for extra, message in cases:
+        res = CliRunner().invoke(main, [*base, *extra])
+        assert res.exit_code == 2 and message in res.output, (extra, res.output)
