@@ -190,7 +190,8 @@ def test_swapped_arms_are_what_the_teacher_says_of_the_swapped_history(traces, t
 def test_examples_with_non_finite_teacher_labels_are_left_out_with_a_warning(traces):
     arrays, _ = load_traces(traces)
     arrays.pi_raw[2, 3, 1] = np.nan
-    with pytest.warns(RuntimeWarning, match="1 \\(task, step\\) examples with non-finite"):
+    arrays.log_sd_mean[4, 1, 0, 2] = np.inf  # an overflowed sd draw
+    with pytest.warns(RuntimeWarning, match="2 \\(task, step\\) examples with non-finite teacher labels"):
         ds = TraceDataset([arrays])
-    assert ds.dropped == 1 and len(ds) == arrays.n_tasks * arrays.n_steps - 1
+    assert ds.dropped == 2 and len(ds) == arrays.n_tasks * arrays.n_steps - 2
     assert not ((ds.index[:, 1] == 2) & (ds.index[:, 2] == 3)).any()

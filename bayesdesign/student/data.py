@@ -113,9 +113,9 @@ class TraceDataset(Dataset):
     """Examples ``(file, task, step)`` over the given tasks of one or more :class:`TraceArrays`.
 
     ``tasks[i]`` lists the task indices of ``files[i]`` to use (all by default); ``index`` is the
-    (E, 3) integer array of examples. Examples whose teacher labels are not finite (a sampling
-    teacher's ``pi`` is NaN when a posterior draw of the model's ``sd`` site overflowed) are left
-    out with a warning that counts them; ``dropped`` holds their number.
+    (E, 3) integer array of examples. Examples with a label that is not finite (a sampling
+    teacher's ``pi`` or log-sd is NaN or infinite when a posterior draw of the model's ``sd`` site
+    overflowed) are left out with a warning that counts them; ``dropped`` holds their number.
     """
 
     def __init__(self, files: Sequence[TraceArrays], tasks: Sequence[np.ndarray] | None = None):
@@ -128,13 +128,17 @@ class TraceDataset(Dataset):
             ts = np.asarray(ts, dtype=np.int64)
             tt, ss = np.meshgrid(ts, np.arange(f.n_steps), indexing="ij")
             tt, ss = tt.ravel(), ss.ravel()
-            ok = np.isfinite(f.pi_raw[tt, ss]).all(-1) & np.isfinite(f.pi_query[tt, ss]).all(-1)
+            labels = [f.pi_raw, f.pi_query, f.log_sd_mean, f.log_sd_sd]
+            labels += [] if f.true_log_sd is None else [f.true_log_sd]
+            ok = np.ones(tt.size, bool)
+            for v in labels:
+                ok &= np.isfinite(v[tt, ss]).reshape(tt.size, -1).all(-1)
             rows.append(np.stack([np.full(int(ok.sum()), i), tt[ok], ss[ok]], 1))
             self.dropped += int((~ok).sum())
         self.index = np.concatenate(rows) if rows else np.zeros((0, 3), dtype=np.int64)
         if self.dropped:
-            warnings.warn(f"traces: {self.dropped} (task, step) examples with non-finite teacher probabilities "
-                          "left out", RuntimeWarning, stacklevel=2)
+            warnings.warn(f"traces: {self.dropped} (task, step) examples with non-finite teacher labels left out",
+                          RuntimeWarning, stacklevel=2)
 
     def __len__(self) -> int:
         return len(self.index)

@@ -127,7 +127,7 @@ def evaluate(
         nb = len(idx)
         for k, v in terms.items():
             add(k, v, nb)
-        add("loss", sum(w[k] * terms[k] for k in terms), nb)
+        add("loss", sum(w[k] * terms[k] for k in terms if w[k]), nb)
         p = out["pi"].double().cpu().numpy()
         n = batch["n"].cpu().numpy()[:, None]
         add("pi_mae_raw", np.abs(p - batch["pi_raw"].cpu().numpy()).mean(), nb)
@@ -443,7 +443,7 @@ def distil(
             batch = swap_batch_arms(batch)
         batch = _to(batch, dev)
         terms = distil_losses(_forward(model, batch), _labels(model, batch))
-        loss = sum(weights[k] * terms[k] for k in terms)
+        loss = sum(weights[k] * terms[k] for k in terms if weights[k])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
