@@ -20,7 +20,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from ..basis import series_eval, to_unit
+from ..basis import _namespace, series_eval, to_unit
 
 __all__ = [
     "Environment",
@@ -179,14 +179,26 @@ class FunctionEnvironment(_Box):
 
 def hurdle_lognormal_moments(p, m, s) -> tuple[np.ndarray, np.ndarray]:
     r"""Mean and sd of :math:`Y = B \cdot e^{m + s Z}`, :math:`B \sim \mathrm{Bernoulli}(p)`,
-    :math:`Z \sim N(0, 1)` independent (a zero-inflated lognormal, e.g. revenue with non-buyers).
+    :math:`Z \sim N(0, 1)` independent (a hurdle / zero-inflated lognormal, e.g. revenue with
+    non-buyers): with :math:`E[Y] = p\, e^{m + s^2/2}` and :math:`E[Y^2] = p\, e^{2m + 2s^2}`,
 
-    :math:`E[Y] = p\, e^{m + s^2/2}` and :math:`E[Y^2] = p\, e^{2m + 2s^2}`.
+    .. math::
+        \mu = p\, e^{m + s^2/2}, \qquad
+        \sigma^2 = p\, e^{2m + 2s^2} - \mu^2 = e^{2m + s^2}\, p\,(e^{s^2} - p),
+
+    the second form free of cancellation (positive whenever :math:`p > 0`).
+
+    The one home of these moments: scenario S8, the hurdle family of prior files (tasks, NumPyro
+    model, conjugate teacher) and the example user model all use it. NumPy or JAX arrays (the result
+    is of the kind of ``p``, ``m``, ``s``: JAX if any of them is a JAX array).
     """
-    p, m, s = (np.asarray(v, dtype=float) for v in (p, m, s))
-    mean = p * np.exp(m + 0.5 * s**2)
-    second = p * np.exp(2.0 * m + 2.0 * s**2)
-    return mean, np.sqrt(np.maximum(second - mean**2, 0.0))
+    xp = next((ns for ns in map(_namespace, (p, m, s)) if ns is not np), np)
+    if xp is np:
+        p, m, s = (np.asarray(v, dtype=float) for v in (p, m, s))
+    s2 = s**2
+    mean = p * xp.exp(m + 0.5 * s2)
+    var = xp.exp(2.0 * m + s2) * p * (xp.exp(s2) - p)
+    return mean, xp.sqrt(xp.maximum(var, 0.0))
 
 
 @dataclass
