@@ -199,19 +199,13 @@ class HurdleTaskBatch(SeriesTaskBatch):
         buy = rng.uniform(size=p.shape) < p
         return np.where(buy, np.exp(m + s * rng.standard_normal(p.shape)), 0.0)
 
-    @property
+    @cached_property
     def ate(self) -> np.ndarray:
-        r""":math:`E[\mu_1(U) - \mu_0(U)]` per task by midpoint quadrature over the unit cube."""
+        r""":math:`E[\mu_1(U) - \mu_0(U)]` per task by quadrature over the unit cube (computed once:
+        ``hasattr(env, 'ate')`` evaluates it)."""
         u, w = self.quadrature()
-        out = np.empty(self.n_tasks)
-        for s in range(0, self.n_tasks, 64):  # chunks bound the (tasks, nodes) memory
-            sub = HurdleTaskBatch(
-                self.theta_mean[s : s + 64], self.theta_logsd[s : s + 64], self.n_terms, self.d,
-                theta_purchase=self.theta_purchase[s : s + 64],
-            )
-            uu = np.broadcast_to(u, (sub.n_tasks, *u.shape))
-            out[s : s + 64] = (sub.mean(uu, 1) - sub.mean(uu, 0)) @ w
-        return out
+        uu = np.broadcast_to(u, (self.n_tasks, *u.shape))
+        return (self.mean(uu, 1) - self.mean(uu, 0)) @ w
 
 
 def _draw_classes(spec: PriorSpec, rng: np.random.Generator, n: int, k: int | None) -> np.ndarray:

@@ -61,6 +61,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from scipy.linalg import solve_triangular
 
 from ..design.environment import hurdle_lognormal_moments
 from ..design.policy import History
@@ -235,9 +236,13 @@ class HurdleConjugateTeacher(ConjugateTeacher):
         amp, bp = self.prior, self.buy_prior
 
         def draw(zbar, chol, s):
+            """Draws of the series at the queries: z = zbar + L^-T eps (L L^T the precision)."""
             zbar, chol = np.asarray(zbar, float), np.asarray(chol, float)
             eps = rng.standard_normal((draws, zbar.shape[-1]))
-            z = zbar[k] + np.linalg.solve(np.swapaxes(chol[k], -1, -2), eps[..., None])[..., 0]
+            z = np.empty_like(eps)
+            for c in np.unique(k):
+                sel = k == c
+                z[sel] = zbar[c] + solve_triangular(chol[c].T, eps[sel].T, lower=False).T
             return (z * s[k]) @ phi.T
 
         out = {"mean": np.empty((draws, 2, len(phi))), "sd": np.empty((draws, 2, len(phi)))}
