@@ -58,7 +58,7 @@ from numpyro.distributions import constraints
 from scipy.special import expit
 
 from .basis import cosine_features, prior_scales, series_eval
-from .design.environment import Rescaled, SeriesTaskBatch, hurdle_lognormal_moments
+from .design.environment import Rescaled, SeriesTaskBatch, hurdle_lognormal_moments, hurdle_lognormal_sample
 from .spec import PriorSpec, PriorSpecError, load_prior
 
 __all__ = [
@@ -194,10 +194,7 @@ class HurdleTaskBatch(SeriesTaskBatch):
         return hurdle_lognormal_moments(*self.params(x, arm))[1]
 
     def sample_outcomes(self, rng: np.random.Generator, x: np.ndarray, arm) -> np.ndarray:
-        x = self._check(x)
-        p, m, s = self.params(x, arm)
-        buy = rng.uniform(size=p.shape) < p
-        return np.where(buy, np.exp(m + s * rng.standard_normal(p.shape)), 0.0)
+        return hurdle_lognormal_sample(rng, *self.params(self._check(x), arm))
 
     @cached_property
     def ate(self) -> np.ndarray:

@@ -29,6 +29,7 @@ __all__ = [
     "FunctionEnvironment",
     "HurdleLogNormalEnvironment",
     "hurdle_lognormal_moments",
+    "hurdle_lognormal_sample",
     "tensor_midpoint",
     "SeriesTaskBatch",
     "Rescaled",
@@ -201,6 +202,13 @@ def hurdle_lognormal_moments(p, m, s) -> tuple[np.ndarray, np.ndarray]:
     return mean, xp.sqrt(xp.maximum(var, 0.0))
 
 
+def hurdle_lognormal_sample(rng: np.random.Generator, p, m, s) -> np.ndarray:
+    """Draws of :math:`Y = B e^{m + s Z}` (:func:`hurdle_lognormal_moments`), one per element of
+    the arrays ``p``, ``m``, ``s`` (same shape): the purchase uniforms first, then the normals."""
+    buy = rng.uniform(size=np.shape(p)) < p
+    return np.where(buy, np.exp(m + s * rng.standard_normal(np.shape(p))), 0.0)
+
+
 @dataclass
 class HurdleLogNormalEnvironment(_Box):
     r"""Zero-inflated lognormal outcomes: arm :math:`a` at :math:`x` is nonzero with probability
@@ -229,9 +237,7 @@ class HurdleLogNormalEnvironment(_Box):
         return hurdle_lognormal_moments(*self.params(x, arm))[1]
 
     def sample_outcomes(self, rng, x, arm):
-        p, m, s = self.params(x, arm)
-        buy = rng.uniform(size=p.shape) < p
-        return np.where(buy, np.exp(m + s * rng.standard_normal(p.shape)), 0.0)
+        return hurdle_lognormal_sample(rng, *self.params(x, arm))
 
 
 def tensor_midpoint(n: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
