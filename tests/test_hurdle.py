@@ -163,7 +163,6 @@ def test_gaussian_prior_refuses_hurdle_series():
 def test_task_outcomes_match_implied_moments():
     """Tasks from a prior in user units (days on [0, 365]): at fixed covariates, 200,000 outcomes
     per task have the mean and sd the task reports."""
-    spec = _spec(covariates=[{"name": "days", "low": 0.0, "high": 365.0}])
     d = copy.deepcopy(HURDLE)
     d["covariates"] = [{"name": "days", "low": 0.0, "high": 365.0}]
     d["arms"]["shared"]["log_amount_sd"]["scale"] = 0.2  # tame tails: a sample sd converges
