@@ -17,7 +17,13 @@ the intercept :math:`j = 0`. Then :math:`f^{\mu}_a(u) = \theta^{\mu}_a \cdot \ph
 - gaussian: :math:`Y \sim N(f^{\mu}_a, \sigma_a^2)`, mean :math:`\mu_a = f^{\mu}_a`;
 - student_t: :math:`Y \sim \mu_a + \sigma_a \sqrt{(\nu - 2)/\nu}\, t_\nu` (sd :math:`\sigma_a`);
 - bernoulli: :math:`Y \sim \mathrm{Bernoulli}(\mathrm{sigmoid}(f^{\mu}_a))`, mean
-  :math:`p_a = \mathrm{sigmoid}(f^{\mu}_a)`, sd :math:`\sqrt{p_a (1 - p_a)}`.
+  :math:`p_a = \mathrm{sigmoid}(f^{\mu}_a)`, sd :math:`\sqrt{p_a (1 - p_a)}`;
+- hurdle_lognormal: three series per arm instead, :math:`\theta^{p}_a, \theta^{m}_a,
+  \theta^{\ell}_a` (``purchase``, ``log_amount``, ``log_amount_sd``):
+  :math:`Y = B e^{m_a + s_a Z}`, :math:`B \sim \mathrm{Bernoulli}(p_a)`,
+  :math:`p_a = \mathrm{sigmoid}(\theta^{p}_a \cdot \phi)`, :math:`m_a = \theta^{m}_a \cdot \phi`,
+  :math:`\log s_a = \theta^{\ell}_a \cdot \phi`; mean and sd implied
+  (:func:`~bayesdesign.design.environment.hurdle_lognormal_moments`).
 
 Two uses:
 
@@ -48,10 +54,11 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 from numpyro import handlers
+from numpyro.distributions import constraints
 from scipy.special import expit
 
 from .basis import cosine_features, prior_scales, series_eval
-from .design.environment import Rescaled, SeriesTaskBatch
+from .design.environment import Rescaled, SeriesTaskBatch, hurdle_lognormal_moments, hurdle_lognormal_sample
 from .spec import PriorSpec, PriorSpecError, load_prior
 
 __all__ = [
@@ -65,6 +72,8 @@ __all__ = [
     "PriorTasks",
     "StudentTTaskBatch",
     "BernoulliTaskBatch",
+    "HurdleTaskBatch",
+    "HurdleLogNormal",
     "numpyro_model",
     "known_variance_model",
     "mask_padding",
@@ -96,7 +105,8 @@ def prior_arrays(
     Parameters
     ----------
     spec : a prior with ``arms``.
-    part : ``'mean'`` (:math:`\theta^{\mu}`) or ``'log_sd'`` (:math:`\theta^{s}`).
+    part : ``'mean'`` (:math:`\theta^{\mu}`) or ``'log_sd'`` (:math:`\theta^{s}`); for
+        ``hurdle_lognormal`` ``'purchase'``, ``'log_amount'`` or ``'log_amount_sd'``.
     smoothness_class : class index ``k`` (required for a mixture: :math:`\beta = \beta_k`).
 
     Returns
@@ -153,6 +163,48 @@ class BernoulliTaskBatch(SeriesTaskBatch):
         return out
 
 
+@dataclass
+class HurdleTaskBatch(SeriesTaskBatch):
+    r"""Series tasks with hurdle lognormal outcomes :math:`Y = B e^{m_a + s_a Z}`,
+    :math:`B \sim \mathrm{Bernoulli}(p_a)`: ``theta_mean`` holds the ``log_amount`` coefficients
+    (:math:`m_a`), ``theta_logsd`` the ``log_amount_sd`` ones (:math:`\log s_a`) and
+    ``theta_purchase`` the ``purchase`` ones (:math:`\mathrm{logit}\, p_a`), each (tasks, 2, F);
+    ``mean`` and ``sd`` are the implied moments
+    (:func:`~bayesdesign.design.environment.hurdle_lognormal_moments`)."""
+
+    theta_purchase: np.ndarray | None = None
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.theta_purchase is None or self.theta_purchase.shape != self.theta_mean.shape:
+            raise ValueError(f"theta_purchase: expected an array of shape {self.theta_mean.shape}")
+
+    def params(self, x: np.ndarray, arm) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:math:`(p_a, m_a, s_a)` at covariates ``x`` (tasks, ..., d)."""
+        return (
+            expit(self._eval(self.theta_purchase, x, arm)),
+            self._eval(self.theta_mean, x, arm),
+            np.exp(self._eval(self.theta_logsd, x, arm)),
+        )
+
+    def mean(self, x: np.ndarray, arm) -> np.ndarray:
+        return hurdle_lognormal_moments(*self.params(x, arm))[0]
+
+    def sd(self, x: np.ndarray, arm) -> np.ndarray:
+        return hurdle_lognormal_moments(*self.params(x, arm))[1]
+
+    def sample_outcomes(self, rng: np.random.Generator, x: np.ndarray, arm) -> np.ndarray:
+        return hurdle_lognormal_sample(rng, *self.params(self._check(x), arm))
+
+    @cached_property
+    def ate(self) -> np.ndarray:
+        r""":math:`E[\mu_1(U) - \mu_0(U)]` per task by quadrature over the unit cube (computed once:
+        ``hasattr(env, 'ate')`` evaluates it)."""
+        u, w = self.quadrature()
+        uu = np.broadcast_to(u, (self.n_tasks, *u.shape))
+        return (self.mean(uu, 1) - self.mean(uu, 0)) @ w
+
+
 def _draw_classes(spec: PriorSpec, rng: np.random.Generator, n: int, k: int | None) -> np.ndarray:
     if k is not None:
         spec.class_beta(k)  # validates the index
@@ -170,7 +222,8 @@ def sample_tasks(
     Coefficients are drawn as :math:`\theta = m + s \odot z`, :math:`z \sim N(0, I)` (``z`` for the
     mean series first, then for the log-sd series, then the classes), so ``beta1.yaml`` gives the
     same tasks as scenario S4 (:class:`~bayesdesign.design.scenarios.SeriesPriorTasks`) from the
-    same generator.
+    same generator. A ``hurdle_lognormal`` prior draws ``z`` for ``purchase``, ``log_amount``,
+    ``log_amount_sd`` in that order, then the classes (a :class:`HurdleTaskBatch`).
 
     A user model (``model:``) gives a :class:`ModelTaskBatch` (:func:`sample_model_tasks`; class 0).
 
@@ -199,6 +252,9 @@ def sample_tasks(
         return _in_box(spec, env), np.zeros(n, dtype=int)
     big_j, d = spec.n_terms, spec.d
     f = 1 + d * big_j
+    if spec.family == "hurdle_lognormal":
+        env, classes = _hurdle_tasks(spec, rng, n, smoothness_class)
+        return _in_box(spec, env), classes
     z_mean = rng.standard_normal((n, 2, f))
     z_logsd = None if spec.family == "bernoulli" else rng.standard_normal((n, 2, f))
     classes = _draw_classes(spec, rng, n, smoothness_class)
@@ -219,6 +275,23 @@ def sample_tasks(
     else:
         env = BernoulliTaskBatch(theta_mean, theta_logsd, big_j, d, name=spec.name)
     return _in_box(spec, env), classes
+
+
+def _hurdle_tasks(spec: PriorSpec, rng: np.random.Generator, n: int, smoothness_class: int | None):
+    f = 1 + spec.d * spec.n_terms
+    z = {part: rng.standard_normal((n, 2, f)) for part in spec.parts}
+    classes = _draw_classes(spec, rng, n, smoothness_class)
+    theta = {part: np.empty((n, 2, f)) for part in spec.parts}
+    for k in np.unique(classes):
+        sel = classes == k
+        for part in spec.parts:
+            loc, sd = prior_arrays(spec, part, int(k) if spec.is_mixture else None)
+            theta[part][sel] = loc + z[part][sel] * sd
+    env = HurdleTaskBatch(
+        theta["log_amount"], theta["log_amount_sd"], spec.n_terms, spec.d, name=spec.name,
+        theta_purchase=theta["purchase"],
+    )
+    return env, classes
 
 
 def _in_box(spec: PriorSpec, env):
@@ -516,6 +589,46 @@ def mask_padding(x, a, y, mask):
     return x, a, y, mask
 
 
+class HurdleLogNormal(dist.Distribution):
+    r""":math:`Y = 0` with probability :math:`1 - p`, else :math:`Y \sim \mathrm{LogNormal}(m, s)`
+    (``p = sigmoid(logits)``, ``loc`` :math:`= m`, ``scale`` :math:`= s`): the hurdle lognormal
+    likelihood, a density with respect to (an atom at 0) + Lebesgue measure on :math:`(0, \infty)`,
+
+    .. math::
+        \log f(y) = \begin{cases} \log(1 - p) & y = 0 \\
+        \log p + \log \mathrm{LogNormal}(y; m, s) & y > 0. \end{cases}
+    """
+
+    arg_constraints = {"logits": constraints.real, "loc": constraints.real, "scale": constraints.positive}
+    support = constraints.nonnegative
+    reparametrized_params = ["loc", "scale"]
+
+    def __init__(self, logits, loc, scale, *, validate_args=None):
+        self.logits, self.loc, self.scale = jnp.broadcast_arrays(logits, loc, scale)
+        super().__init__(batch_shape=jnp.shape(self.logits), validate_args=validate_args)
+
+    def sample(self, key, sample_shape=()):
+        k_buy, k_amount = jax.random.split(key)
+        shape = sample_shape + self.batch_shape
+        buy = jax.random.bernoulli(k_buy, jax.nn.sigmoid(self.logits), shape)
+        amount = jnp.exp(self.loc + self.scale * jax.random.normal(k_amount, shape))
+        return jnp.where(buy, amount, 0.0)
+
+    def log_prob(self, value):
+        positive = value > 0
+        safe = jnp.where(positive, value, 1.0)  # keeps the unused branch's gradient finite
+        lp_amount = dist.LogNormal(self.loc, self.scale).log_prob(safe)
+        return jnp.where(positive, jax.nn.log_sigmoid(self.logits) + lp_amount, jax.nn.log_sigmoid(-self.logits))
+
+    @property
+    def mean(self):
+        return hurdle_lognormal_moments(jax.nn.sigmoid(self.logits), self.loc, self.scale)[0]
+
+    @property
+    def variance(self):
+        return hurdle_lognormal_moments(jax.nn.sigmoid(self.logits), self.loc, self.scale)[1] ** 2
+
+
 def _coefficients(site: str, loc: np.ndarray, sd: np.ndarray) -> jnp.ndarray:
     """Non-centred draw :math:`\\theta = m + s \\odot z`, :math:`z \\sim N(0, I)` (2, F); the
     site ``z_<site>`` is sampled and ``theta_<site>`` recorded."""
@@ -537,7 +650,9 @@ def numpyro_model(spec: PriorSpec, smoothness_class: int | None = None) -> Model
     Sites: ``z_mean``, ``z_logsd`` (2, F) standard normal (non-centred), deterministic
     ``theta_mean``, ``theta_logsd`` (2, F), observed ``y`` (masked), and deterministic ``mean``,
     ``sd`` (2, q): :math:`\mu_a(x_q)` and :math:`\sigma_a(x_q)` (see the module notes per family).
-    Bernoulli models have no ``z_logsd``/``theta_logsd``.
+    Bernoulli models have no ``z_logsd``/``theta_logsd``. Hurdle lognormal models have instead
+    ``z_purchase``, ``z_log_amount``, ``z_log_amount_sd`` (and their ``theta_*``) and the
+    likelihood :class:`HurdleLogNormal`.
 
     A prior with ``model:`` returns the user's model (the same protocol, checked by
     :func:`check_user_model`). For a smoothness
@@ -549,6 +664,8 @@ def numpyro_model(spec: PriorSpec, smoothness_class: int | None = None) -> Model
             raise ValueError("smoothness_class: a user model has no smoothness classes")
         return user_model(spec)[0]
     spec.class_beta(smoothness_class)  # a mixture needs a class; checks the index
+    if spec.family == "hurdle_lognormal":
+        return _hurdle_model(spec, smoothness_class)
     n_terms, family, df = spec.n_terms, spec.family, spec.outcome.df
     loc_m, sd_m = prior_arrays(spec, "mean", smoothness_class)
     if family != "bernoulli":
@@ -582,6 +699,29 @@ def numpyro_model(spec: PriorSpec, smoothness_class: int | None = None) -> Model
     return model
 
 
+def _hurdle_model(spec: PriorSpec, smoothness_class: int | None) -> Model:
+    """:func:`numpyro_model` of a ``hurdle_lognormal`` prior (see the module notes)."""
+    n_terms = spec.n_terms
+    arrays = {part: prior_arrays(spec, part, smoothness_class) for part in spec.parts}
+
+    def model(x, a, y, mask, x_query):
+        x, a, y, mask = mask_padding(x, a, y, mask)
+        phi = cosine_features(x, n_terms)  # (n, F)
+        phi_q = cosine_features(jnp.asarray(x_query), n_terms)  # (q, F)
+        theta = {part: _coefficients(part, *arrays[part]) for part in spec.parts}
+        obs = {part: jnp.sum(phi * th[a], axis=-1) for part, th in theta.items()}
+        q = {part: th @ phi_q.T for part, th in theta.items()}  # (2, q)
+        mean, sd = hurdle_lognormal_moments(jax.nn.sigmoid(q["purchase"]), q["log_amount"], jnp.exp(q["log_amount_sd"]))
+        numpyro.deterministic("mean", mean)
+        numpyro.deterministic("sd", sd)
+        lik = HurdleLogNormal(obs["purchase"], obs["log_amount"], jnp.exp(obs["log_amount_sd"]))
+        with numpyro.plate("units", a.shape[0]), numpyro.handlers.mask(mask=mask):
+            numpyro.sample("y", lik, obs=y)
+
+    model.__doc__ = f"NumPyro model of prior {spec.name!r} (hurdle lognormal, smoothness class {smoothness_class})."
+    return model
+
+
 def known_variance_model(
     spec: PriorSpec, sigma: float | np.ndarray, smoothness_class: int | None = None
 ) -> Model:
@@ -595,8 +735,8 @@ def known_variance_model(
     family (not defined for bernoulli). Same call protocol and sites as :func:`numpyro_model`
     (``sd`` is :math:`\sigma_a` at every query point).
     """
-    if spec.family == "bernoulli":
-        raise ValueError(f"known_variance_model: prior {spec.name!r} has bernoulli outcomes")
+    if spec.family in ("bernoulli", "hurdle_lognormal"):
+        raise ValueError(f"known_variance_model: prior {spec.name!r} has {spec.family} outcomes (no mean series)")
     sig = np.broadcast_to(np.asarray(sigma, dtype=float), (2,)).copy()
     if not np.all(np.isfinite(sig) & (sig > 0)):
         raise ValueError(f"sigma: expected positive numbers, got {sigma!r}")

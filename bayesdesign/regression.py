@@ -55,9 +55,14 @@ def init_stats(batch: int, n_feat: int) -> SeriesStats:
     return SeriesStats(np.zeros((batch, 2, n_feat, n_feat)), np.zeros((batch, 2, n_feat)), np.zeros((batch, 2, n_feat)))
 
 
-def update_stats(stats: SeriesStats, phi: np.ndarray, a: np.ndarray, y: np.ndarray) -> SeriesStats:
-    """Add units with features ``phi`` (B, m, F), arms ``a`` (B, m) and outcomes ``y`` (B, m)."""
+def update_stats(
+    stats: SeriesStats, phi: np.ndarray, a: np.ndarray, y: np.ndarray, keep: np.ndarray | None = None
+) -> SeriesStats:
+    """Add units with features ``phi`` (B, m, F), arms ``a`` (B, m) and outcomes ``y`` (B, m);
+    ``keep`` (B, m) booleans, when given, adds only the units where it is true."""
     w = np.stack([1.0 - a, a], axis=1).astype(float)  # (B, 2, m)
+    if keep is not None:
+        w = w * np.asarray(keep, dtype=float)[:, None]
     wphi = w[..., None] * phi[:, None]  # (B, 2, m, F)
     return SeriesStats(
         stats.gram + np.einsum("bamf,bmg->bafg", wphi, phi),

@@ -24,7 +24,13 @@ with :math:`\phi_0 = 1`, :math:`\phi_j(u) = \sqrt{2}\cos(\pi j u)` for
 - ``student_t``: :math:`Y = \mu_a(x) + \sigma_a(x)\sqrt{(\nu - 2)/\nu}\, T_\nu`, so that
   :math:`\sigma_a(x)` is the true standard deviation (:math:`\nu` = ``df`` > 2);
 - ``bernoulli``: :math:`P(Y = 1 \mid x, a) = \text{sigmoid}(f^{\text{mean}}_a(x))` (the mean series
-  is on the logit scale; there is no ``log_sd``).
+  is on the logit scale; there is no ``log_sd``);
+- ``hurdle_lognormal`` (zero-heavy, skewed outcomes such as revenue): :math:`Y = B\, e^{m + s Z}`
+  with :math:`B \sim \mathrm{Bernoulli}(p_a(x))`, :math:`Z \sim N(0, 1)` independent,
+  :math:`p_a = \text{sigmoid}(f^{\text{purchase}}_a)`, :math:`m = f^{\text{log\_amount}}_a` and
+  :math:`\log s = f^{\text{log\_amount\_sd}}_a`; each arm declares these three series instead of
+  ``mean`` and ``log_sd``, and its mean and sd are implied
+  (:func:`bayesdesign.hurdle.hurdle_lognormal_moments`).
 
 A ``smoothness`` mixture with classes :math:`\beta_1..\beta_K` and weights :math:`w_k` replaces
 the ``beta`` of every series by :math:`\beta_k`, class :math:`k` having prior probability
@@ -78,6 +84,7 @@ __all__ = [
     "load_prior",
     "list_priors",
     "shipped_prior_dir",
+    "SERIES_PARTS",
 ]
 
 Number = Annotated[float, Strict(), AllowInfNan(False)]
@@ -138,13 +145,14 @@ class Covariate(_Base):
 
 
 class Outcome(_Base):
-    r"""Outcome family: ``gaussian``, ``student_t`` (``df`` :math:`\nu > 2`, default 3) or
-    ``bernoulli`` (mean series on the logit scale). ``standardize: true`` states the mean and
+    r"""Outcome family: ``gaussian``, ``student_t`` (``df`` :math:`\nu > 2`, default 3),
+    ``bernoulli`` (mean series on the logit scale) or ``hurdle_lognormal`` (series ``purchase``,
+    ``log_amount``, ``log_amount_sd`` per arm). ``standardize: true`` states the mean and
     log-sd series for outcomes standardized by the experiment itself (the conjugate teachers
     centre and scale by the pooled mean and sd of the earlier units), so the prior need not know
     the outcome's units."""
 
-    family: Literal["gaussian", "student_t", "bernoulli"] = "gaussian"
+    family: Literal["gaussian", "student_t", "bernoulli", "hurdle_lognormal"] = "gaussian"
     df: Number | None = None
     standardize: bool | None = None
 
@@ -166,6 +174,11 @@ class Outcome(_Base):
             raise _FieldProblem(("df",), f"only allowed with family student_t, not {self.family}")
         if self.standardize and self.family == "bernoulli":
             raise _FieldProblem(("standardize",), "bernoulli outcomes have no units to standardize")
+        if self.standardize and self.family == "hurdle_lognormal":
+            raise _FieldProblem(
+                ("standardize",),
+                "not supported with family hurdle_lognormal (state log_amount's offset in the outcome's units)",
+            )
         return self
 
 
@@ -181,10 +194,16 @@ class SeriesPrior(_Base):
 
 
 class ArmPrior(_Base):
-    """Prior of one arm: ``mean`` series and ``log_sd`` series (absent for bernoulli)."""
+    r"""Prior of one arm: ``mean`` series and ``log_sd`` series (absent for bernoulli); for
+    ``hurdle_lognormal`` instead ``purchase`` (logit of :math:`P(Y > 0)`), ``log_amount`` (mean of
+    :math:`\log Y` given :math:`Y > 0`) and ``log_amount_sd`` (log of its sd). Which are required
+    depends on the outcome family (checked by :class:`PriorSpec`)."""
 
-    mean: SeriesPrior
+    mean: SeriesPrior | None = None
     log_sd: SeriesPrior | None = None
+    purchase: SeriesPrior | None = None
+    log_amount: SeriesPrior | None = None
+    log_amount_sd: SeriesPrior | None = None
 
 
 class Arms(_Base):
@@ -298,21 +317,10 @@ class PriorSpec(_Base):
                 ("smoothness",), "only applies to series priors under 'arms', not to a user model"
             )
         if self.arms is not None:
-            bern = self.outcome.family == "bernoulli"
             for key in ("shared", "treated", "control"):
                 arm = getattr(self.arms, key)
-                if arm is None:
-                    continue
-                if bern and arm.log_sd is not None:
-                    raise _FieldProblem(
-                        ("arms", key, "log_sd"),
-                        "not allowed with family bernoulli (the sd is implied by the mean)",
-                    )
-                if not bern and arm.log_sd is None:
-                    raise _FieldProblem(
-                        ("arms", key, "log_sd"),
-                        f"required for family {self.outcome.family} (a series prior for log sd)",
-                    )
+                if arm is not None:
+                    _check_arm_parts(self.outcome.family, key, arm)
         return self
 
     # ---------------------------------------------------------------- construction
@@ -408,11 +416,17 @@ class PriorSpec(_Base):
             return arms.shared
         return arms.treated if a == 1 else arms.control  # type: ignore[return-value]
 
+    @property
+    def parts(self) -> tuple[str, ...]:
+        """The series each arm declares (:data:`SERIES_PARTS` of the family)."""
+        return SERIES_PARTS[self.family]
+
     def series(self, a: int, part: str = "mean", smoothness_class: int | None = None) -> SeriesPrior:
-        """The effective series prior of ``part`` (``'mean'`` or ``'log_sd'``) of arm ``a``:
+        """The effective series prior of ``part`` (``'mean'``, ``'log_sd'``, or for
+        ``hurdle_lognormal`` ``'purchase'``, ``'log_amount'``, ``'log_amount_sd'``) of arm ``a``:
         with a mixture, ``beta`` is replaced by ``classes[smoothness_class]`` (required)."""
-        if part not in ("mean", "log_sd"):
-            raise ValueError(f"part: expected 'mean' or 'log_sd', got {part!r}")
+        if part not in _PART_WHAT:
+            raise ValueError(f"part: expected one of {list(_PART_WHAT)}, got {part!r}")
         sp = getattr(self.arm(a), part)
         if sp is None:
             raise ValueError(f"{self.source}: family {self.family} has no {part} series")
@@ -448,7 +462,7 @@ class PriorSpec(_Base):
             sp.terms
             for arm in (arms.shared, arms.treated, arms.control)
             if arm is not None
-            for sp in (arm.mean, arm.log_sd)
+            for sp in (getattr(arm, part) for part in _PART_WHAT)
             if sp is not None
         ]
         return max(terms)
@@ -484,6 +498,41 @@ class PriorSpec(_Base):
                 [("model", f"{self.model!r} is not callable (got {type(obj).__name__})")],
             )
         return obj
+
+
+SERIES_PARTS = {
+    "gaussian": ("mean", "log_sd"),
+    "student_t": ("mean", "log_sd"),
+    "bernoulli": ("mean",),
+    "hurdle_lognormal": ("purchase", "log_amount", "log_amount_sd"),
+}
+"""The series each arm declares, per outcome family."""
+
+_PART_WHAT = {
+    "mean": "a series prior for the mean",
+    "log_sd": "a series prior for log sd",
+    "purchase": "a series prior for the logit of P(Y > 0)",
+    "log_amount": "a series prior for the mean of log Y given Y > 0",
+    "log_amount_sd": "a series prior for the log sd of log Y given Y > 0",
+}
+
+
+def _check_arm_parts(family: str, key: str, arm: ArmPrior) -> None:
+    """The arm declares exactly the series of its family: a missing one is required, another one is
+    not allowed (first problem raised, naming ``arms.<key>.<part>``)."""
+    want = SERIES_PARTS[family]
+    for part in want:
+        if getattr(arm, part) is None:
+            msg = ("required field is missing" if part == "mean"
+                   else f"required for family {family} ({_PART_WHAT[part]})")
+            raise _FieldProblem(("arms", key, part), msg)
+    for part in _PART_WHAT:
+        if part not in want and getattr(arm, part) is not None:
+            if family == "bernoulli" and part == "log_sd":
+                why = "the sd is implied by the mean"
+            else:
+                why = f"family {family} declares {', '.join(want)}"
+            raise _FieldProblem(("arms", key, part), f"not allowed with family {family} ({why})")
 
 
 # -------------------------------------------------------------------- error formatting

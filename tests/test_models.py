@@ -238,27 +238,29 @@ def test_every_prior_compiles_to_a_model(name):
     model = numpyro_model(spec, smoothness_class=k)
     tr = numpyro.handlers.trace(numpyro.handlers.seed(model, 0)).get_trace(u, a, None, mask, uq)
     f = 1 + spec.d * spec.n_terms
+    first = spec.parts[0]  # 'mean', or 'purchase' for hurdle_lognormal; its site has the part's name
     assert tr["mean"]["value"].shape == tr["sd"]["value"].shape == (2, 7)
-    assert tr["theta_mean"]["value"].shape == tr["z_mean"]["value"].shape == (2, f)
+    assert tr[f"theta_{first}"]["value"].shape == tr[f"z_{first}"]["value"].shape == (2, f)
     assert tr["y"]["value"].shape == (60,) and not tr["y"]["is_observed"]
-    assert ("z_logsd" in tr) == (spec.family != "bernoulli")
+    assert ("z_logsd" in tr) == (spec.family in ("gaussian", "student_t"))
     assert np.all(np.isfinite(tr["mean"]["value"])) and np.all(tr["sd"]["value"] > 0)
-    theta = np.asarray(tr["theta_mean"]["value"])
-    z = np.asarray(tr["z_mean"]["value"])
+    theta = np.asarray(tr[f"theta_{first}"]["value"])
+    z = np.asarray(tr[f"z_{first}"]["value"])
     for arm in (0, 1):
-        sp = spec.series(arm, "mean", k)
+        sp = spec.series(arm, first, k)
         expect = _expected_theta(sp, spec.d, spec.n_terms, z[arm])
         np.testing.assert_allclose(theta[arm], expect, rtol=1e-5, atol=1e-7)
-    beta = spec.classes[0] if spec.is_mixture else spec.arm(0).mean.beta
-    _, sd = prior_arrays(spec, "mean", k)
-    terms = spec.arm(0).mean.terms
-    np.testing.assert_allclose(sd[0, : terms + 1], prior_scales(1, terms, beta, spec.arm(0).mean.scale))
+    own = spec.series(0, first, k)  # a mixture's class beta replaces the series' own
+    assert own.beta == (spec.classes[0] if spec.is_mixture else spec.arm(0).model_dump()[first]["beta"])
+    _, sd = prior_arrays(spec, first, k)
+    np.testing.assert_allclose(sd[0, : own.terms + 1], prior_scales(1, own.terms, own.beta, own.scale))
 
 
-def _assert_covers(draws, env, xq, z_max=4.0):
+def _assert_covers(draws, env, xq, z_max=4.0, log_mean=False):
     """The truth lies within ``z_max`` posterior sds of the posterior mean at every query point
-    (for the sd on the log scale, where its posterior is close to normal)."""
-    for site, fn, tf in (("mean", env.mean, np.asarray), ("sd", env.sd, np.log)):
+    (for the sd on the log scale, where its posterior is close to normal; with ``log_mean`` the
+    mean too: a hurdle lognormal's mean is positive and its posterior skewed like the sd's)."""
+    for site, fn, tf in (("mean", env.mean, np.log if log_mean else np.asarray), ("sd", env.sd, np.log)):
         true = tf(np.stack([fn(xq[None], arm)[0] for arm in (0, 1)]))
         post = tf(draws[site])
         z = np.abs(post.mean(0) - true) / post.std(0)
@@ -296,7 +298,7 @@ def test_nuts_conditions_every_shipped_prior(name):
     draws = _nuts(numpyro_model(spec, smoothness_class=0 if spec.is_mixture else None),
                   (u, a, y, mask, uq))
     assert draws["mean"].shape == draws["sd"].shape == (150, 2, 7)
-    _assert_covers(draws, env, xq)
+    _assert_covers(draws, env, xq, log_mean=spec.family == "hurdle_lognormal")
 
 
 def test_known_variance_nuts_matches_closed_form():

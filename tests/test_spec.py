@@ -227,7 +227,7 @@ BAD = [
     ("log_sd missing", _set("arms.shared.log_sd", _DELETE), "arms.shared.log_sd",
      "required for family gaussian"),
     ("unknown family", _set("outcome.family", "poisson"), "outcome.family",
-     "expected one of 'gaussian', 'student_t' or 'bernoulli'"),
+     "expected one of 'gaussian', 'student_t', 'bernoulli' or 'hurdle_lognormal'"),
     ("df too small", _set("outcome", {"family": "student_t", "df": 2}), "outcome.df", "> 2"),
     ("df without student_t", _set("outcome.df", 5.0), "outcome.df", "only allowed with"),
     ("bad model reference", lambda d: (d.pop("arms"), d.update(model="not a reference")),

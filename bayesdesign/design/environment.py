@@ -20,7 +20,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from ..basis import series_eval, to_unit
+from ..basis import _namespace, cosine_features, series_eval, to_unit
 
 __all__ = [
     "Environment",
@@ -29,6 +29,7 @@ __all__ = [
     "FunctionEnvironment",
     "HurdleLogNormalEnvironment",
     "hurdle_lognormal_moments",
+    "hurdle_lognormal_sample",
     "tensor_midpoint",
     "SeriesTaskBatch",
     "Rescaled",
@@ -177,16 +178,43 @@ class FunctionEnvironment(_Box):
         return self.mean(x, arm) + self.sd(x, arm) * _noise(rng, self.noise, shape)
 
 
+_MAX_LOG = 80.0  # exp stays finite in float32
+
+
 def hurdle_lognormal_moments(p, m, s) -> tuple[np.ndarray, np.ndarray]:
     r"""Mean and sd of :math:`Y = B \cdot e^{m + s Z}`, :math:`B \sim \mathrm{Bernoulli}(p)`,
-    :math:`Z \sim N(0, 1)` independent (a zero-inflated lognormal, e.g. revenue with non-buyers).
+    :math:`Z \sim N(0, 1)` independent (a hurdle / zero-inflated lognormal, e.g. revenue with
+    non-buyers): with :math:`E[Y] = p\, e^{m + s^2/2}` and :math:`E[Y^2] = p\, e^{2m + 2s^2}`,
 
-    :math:`E[Y] = p\, e^{m + s^2/2}` and :math:`E[Y^2] = p\, e^{2m + 2s^2}`.
+    .. math::
+        \mu = p\, e^{m + s^2/2}, \qquad
+        \sigma^2 = p\, e^{2m + 2s^2} - \mu^2 = e^{2m + s^2}\, p\,(e^{s^2} - p),
+
+    the second form free of cancellation (positive whenever :math:`p > 0`). Computed in log space,
+    :math:`\log\sigma^2 = \log p + 2m + 2s^2 + \log(1 - p e^{-s^2})`, with the log moments capped
+    at 80: a wild posterior draw (a sampling teacher's) gives large but finite moments in float32
+    instead of ``inf`` (whose ratio made a NaN probability).
+
+    The one home of these moments: scenario S8, the hurdle family of prior files (tasks, NumPyro
+    model, conjugate teacher) and the example user model all use it. NumPy or JAX arrays (the result
+    is of the kind of ``p``, ``m``, ``s``: JAX if any of them is a JAX array).
     """
-    p, m, s = (np.asarray(v, dtype=float) for v in (p, m, s))
-    mean = p * np.exp(m + 0.5 * s**2)
-    second = p * np.exp(2.0 * m + 2.0 * s**2)
-    return mean, np.sqrt(np.maximum(second - mean**2, 0.0))
+    xp = next((ns for ns in map(_namespace, (p, m, s)) if ns is not np), np)
+    if xp is np:
+        p, m, s = (np.asarray(v, dtype=float) for v in (p, m, s))
+    s2 = s**2
+    with np.errstate(divide="ignore"):  # p = 0: log p = -inf, moments 0
+        log_p = xp.log(p)
+    log_mean = log_p + m + 0.5 * s2
+    log_var = log_p + 2.0 * m + 2.0 * s2 + xp.log1p(-xp.exp(log_p - s2))
+    return xp.exp(xp.minimum(log_mean, _MAX_LOG)), xp.exp(xp.minimum(0.5 * log_var, _MAX_LOG))
+
+
+def hurdle_lognormal_sample(rng: np.random.Generator, p, m, s) -> np.ndarray:
+    """Draws of :math:`Y = B e^{m + s Z}` (:func:`hurdle_lognormal_moments`), one per element of
+    the arrays ``p``, ``m``, ``s`` (same shape): the purchase uniforms first, then the normals."""
+    buy = rng.uniform(size=np.shape(p)) < p
+    return np.where(buy, np.exp(m + s * rng.standard_normal(np.shape(p))), 0.0)
 
 
 @dataclass
@@ -217,9 +245,7 @@ class HurdleLogNormalEnvironment(_Box):
         return hurdle_lognormal_moments(*self.params(x, arm))[1]
 
     def sample_outcomes(self, rng, x, arm):
-        p, m, s = self.params(x, arm)
-        buy = rng.uniform(size=p.shape) < p
-        return np.where(buy, np.exp(m + s * rng.standard_normal(p.shape)), 0.0)
+        return hurdle_lognormal_sample(rng, *self.params(x, arm))
 
 
 def tensor_midpoint(n: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
@@ -272,8 +298,14 @@ class SeriesTaskBatch:
         x = self._check(x)
         lead = x.shape[1:-1]
         u = x.reshape(self.n_tasks, -1, self.d)
-        f1 = series_eval(theta[:, 1], u, self.n_terms).reshape(self.n_tasks, *lead)
-        f0 = series_eval(theta[:, 0], u, self.n_terms).reshape(self.n_tasks, *lead)
+        if self.n_tasks > 1 and np.array_equal(u, np.broadcast_to(u[:1], u.shape)):
+            # the same points for every task (quadrature nodes): the basis once, then a product
+            phi = cosine_features(u[0], self.n_terms)  # (N, F)
+            f1, f0 = (theta[:, arm_] @ phi.T for arm_ in (1, 0))
+            f1, f0 = f1.reshape(self.n_tasks, *lead), f0.reshape(self.n_tasks, *lead)
+        else:
+            f1 = series_eval(theta[:, 1], u, self.n_terms).reshape(self.n_tasks, *lead)
+            f0 = series_eval(theta[:, 0], u, self.n_terms).reshape(self.n_tasks, *lead)
         return _arm_select(arm, f1, f0)
 
     def sample_covariates(self, rng, n):

@@ -27,37 +27,13 @@ import jax
 import jax.numpy as jnp
 import numpyro
 import numpyro.distributions as dist
-from numpyro.distributions import constraints
+
+from ..design.environment import hurdle_lognormal_moments
+from ..models import HurdleLogNormal as ZeroInflatedLogNormal
 
 __all__ = ["revenue", "ZeroInflatedLogNormal", "TERMS", "moments"]
 
 TERMS = 4
-
-
-class ZeroInflatedLogNormal(dist.Distribution):
-    """:math:`Y = 0` with probability :math:`1 - p`, else :math:`Y \\sim \\mathrm{LogNormal}(m, s)`
-    (``p`` from ``logits``); density with respect to (atom at 0) + Lebesgue on :math:`(0, \\infty)`."""
-
-    arg_constraints = {"logits": constraints.real, "loc": constraints.real, "scale": constraints.positive}
-    support = constraints.nonnegative
-    reparametrized_params = ["loc", "scale"]
-
-    def __init__(self, logits, loc, scale, *, validate_args=None):
-        self.logits, self.loc, self.scale = jnp.broadcast_arrays(logits, loc, scale)
-        super().__init__(batch_shape=jnp.shape(self.logits), validate_args=validate_args)
-
-    def sample(self, key, sample_shape=()):
-        k_buy, k_amount = jax.random.split(key)
-        shape = sample_shape + self.batch_shape
-        buy = jax.random.bernoulli(k_buy, jax.nn.sigmoid(self.logits), shape)
-        amount = jnp.exp(self.loc + self.scale * jax.random.normal(k_amount, shape))
-        return jnp.where(buy, amount, 0.0)
-
-    def log_prob(self, value):
-        positive = value > 0
-        safe = jnp.where(positive, value, 1.0)
-        lp_amount = dist.LogNormal(self.loc, self.scale).log_prob(safe)
-        return jnp.where(positive, jax.nn.log_sigmoid(self.logits) + lp_amount, jax.nn.log_sigmoid(-self.logits))
 
 
 def _features(u):
@@ -68,21 +44,9 @@ def _features(u):
     return phi.reshape(*u.shape[:-1], 2 * TERMS), weights
 
 
-_MAX_LOG = 80.0  # exp stays finite in float32
-
-
 def moments(logits, loc, scale):
-    r"""Mean and sd of the zero-inflated lognormal, in log space:
-    :math:`\log\mu = \log p + m + s^2/2` and
-    :math:`\log\sigma^2 = \log p + 2m + 2s^2 + \log(1 - p e^{-s^2})` (that is
-    :math:`p e^{2m + 2s^2} - \mu^2`), so that extreme posterior draws give large but finite
-    moments rather than ``inf - inf``; exponents are capped at 80."""
-    log_p = jax.nn.log_sigmoid(logits)
-    s2 = scale**2
-    log_mean = log_p + loc + 0.5 * s2
-    log_var = log_p + 2.0 * loc + 2.0 * s2 + jnp.log1p(-jnp.exp(log_p - s2))
-    mean = jnp.exp(jnp.minimum(log_mean, _MAX_LOG))
-    return mean, jnp.maximum(jnp.exp(jnp.minimum(0.5 * log_var, _MAX_LOG)), 1e-6)
+    """Mean and sd of the zero-inflated lognormal (:func:`~bayesdesign.design.environment.hurdle_lognormal_moments`)."""
+    return hurdle_lognormal_moments(jax.nn.sigmoid(logits), loc, scale)
 
 
 def revenue(x, a, y, mask, x_query):

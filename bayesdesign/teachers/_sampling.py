@@ -194,10 +194,11 @@ def series_fit_model(spec, smoothness_class: int | None = None) -> tuple[Callabl
 
 def model_parts(spec, smoothness_class: int | None = None) -> ModelParts:
     """The :class:`ModelParts` of a prior (class ``smoothness_class`` of a mixture): the fast
-    series form for series priors, the user's model as it is otherwise."""
+    series form for series priors, the model as it is otherwise (a user's model, or the
+    :func:`~bayesdesign.models.numpyro_model` of a ``hurdle_lognormal`` prior)."""
     model = numpyro_model(spec, smoothness_class)
     d = spec.d
-    if spec.model is None:
+    if spec.model is None and spec.family != "hurdle_lognormal":
         fit_model, featurize = series_fit_model(spec, smoothness_class)
     else:
         xq = jnp.full((1, d), 0.5, jnp.float32)
@@ -249,10 +250,10 @@ def sd_floor(spec, floor: float, parts: ModelParts | None = None) -> np.ndarray:
 
     :math:`v_{0,a}`: :math:`\exp(2\,\text{offset})` of the arm's ``log_sd`` series;
     :math:`p_0(1 - p_0)`, :math:`p_0 = \text{sigmoid}(\text{offset})` of the mean series for
-    bernoulli outcomes; for a user model the prior median of :math:`\sigma_a^2` over 400 prior
-    draws at 8 uniform covariates.
+    bernoulli outcomes; for a user model (and a ``hurdle_lognormal`` prior) the prior median of
+    :math:`\sigma_a^2` over 400 prior draws at 8 uniform covariates.
     """
-    if spec.model is None:
+    if spec.model is None and spec.family != "hurdle_lognormal":
         v0 = np.empty(2)
         k = 0 if spec.is_mixture else None
         for a in (0, 1):

@@ -91,8 +91,18 @@ class ConjugatePrior(NamedTuple):
     d: int
 
 
-def prior_from_spec(spec) -> ConjugatePrior:
+_WORKING_PARTS = {"hurdle_lognormal": ("log_amount", "log_amount_sd")}
+
+
+def prior_from_spec(spec, mean: str | None = None, log_sd: str | None = "log_sd") -> ConjugatePrior:
     """Compile a :class:`~bayesdesign.spec.PriorSpec` with series priors into arrays.
+
+    ``mean`` and ``log_sd`` name the two series of the working model (default: the family's
+    ``mean`` and ``log_sd``; ``log_amount`` and ``log_amount_sd`` for ``hurdle_lognormal``, whose
+    working model is this one on :math:`\\log Y` of the positive outcomes); ``log_sd=None`` (and
+    family bernoulli) is the Bernoulli working model of a logit series ``mean``. Every
+    compiled prior of a spec has the spec's largest ``terms`` (:attr:`PriorSpec.n_terms`), so
+    they share one feature map.
 
     Bernoulli outcomes use the Gaussian working model on the probability scale: mean offset
     :math:`\\text{sigmoid}(\\text{offset})`, mean scales times 1/4 (the logistic slope at 0),
@@ -100,7 +110,10 @@ def prior_from_spec(spec) -> ConjugatePrior:
     """
     if spec.model is not None:
         raise ValueError(f"{spec.source}: the conjugate teacher needs series priors; this prior names a model")
-    n_terms = max(max(spec.arm(a).mean.terms, (spec.arm(a).log_sd or spec.arm(a).mean).terms) for a in (0, 1))
+    if mean is None:
+        mean, log_sd = _WORKING_PARTS.get(spec.family, ("mean", log_sd))
+    bernoulli = spec.family == "bernoulli" or log_sd is None
+    n_terms = spec.n_terms
     d, k_cls = spec.d, len(spec.classes)
     f = 1 + d * n_terms
     s_mean, s_var = np.zeros((2, k_cls, f)), np.zeros((2, k_cls, f))
@@ -116,14 +129,14 @@ def prior_from_spec(spec) -> ConjugatePrior:
 
     for a in (0, 1):
         for k in range(k_cls):
-            m = spec.series(a, "mean", k if spec.is_mixture else None)
-            if spec.family == "bernoulli":
+            m = spec.series(a, mean, k if spec.is_mixture else None)
+            if bernoulli:
                 p0 = 1.0 / (1.0 + np.exp(-m.offset))
                 off[a], v0[a] = p0, p0 * (1 - p0)
                 s_mean[a, k] = padded(m, m.beta, 0.25 * m.scale)
                 s_var[a, k] = padded(m, m.beta, v0[a] * m.scale)
             else:
-                ls = spec.series(a, "log_sd", k if spec.is_mixture else None)
+                ls = spec.series(a, log_sd, k if spec.is_mixture else None)
                 off[a], v0[a] = m.offset, np.exp(2.0 * ls.offset)
                 s_mean[a, k] = padded(m, m.beta, m.scale)
                 s_ls = padded(ls, ls.beta, ls.scale)
@@ -221,17 +234,29 @@ _GH_X, _GH_W = np.polynomial.hermite_e.hermegauss(20)
 _GH_X, _GH_W = jnp.asarray(_GH_X, jnp.float32), jnp.asarray(_GH_W / _GH_W.sum(), jnp.float32)
 
 
+def arm_moments(prior_arrays, a: int, phi_q, gram, g_m, ee_m, g_r, ee_r, n, c, v_hat, r_var):
+    """One arm's two regressions at query features ``phi_q`` (Q, F), per class (K, Q): posterior
+    mean ``mu`` and variance ``mu_var`` of the mean function; Gaussian approximation ``var``,
+    ``var_var`` of the posterior of :math:`\\sigma^2 = r - (\\mu - c)^2` (delta method, before the
+    floor); the log evidences ``ev_m``, ``ev_r`` (K,). Arguments as in :func:`conjugate_decide`."""
+    s_mean, s_var, off, v0, _ = prior_arrays
+    zm, lm, ev_m = _blr(gram[a], g_m[a], ee_m[a], n[a], v_hat[a], s_mean[a])
+    zr, lr, ev_r = _blr(gram[a], g_r[a], ee_r[a], n[a], r_var[a], s_var[a])
+    mu, mu_var = _predict(phi_q, s_mean[a], zm, lm)
+    r, r_pvar = _predict(phi_q, s_var[a], zr, lr)
+    mu, r = mu + off[a], r + v0[a]
+    var = r - (mu - c[a]) ** 2  # (K, Q) posterior mean of sigma^2, before the floor
+    var_var = r_pvar + 4.0 * (mu - c[a]) ** 2 * mu_var
+    return mu, mu_var, var, var_var, ev_m, ev_r
+
+
 def _one_task(prior_arrays, floor, both, phi_q, gram, g_m, ee_m, g_r, ee_r, n, c, v_hat, r_var):
     s_mean, s_var, off, v0, log_w = prior_arrays
     out = []
     for a in (0, 1):
-        zm, lm, ev_m = _blr(gram[a], g_m[a], ee_m[a], n[a], v_hat[a], s_mean[a])
-        zr, lr, ev_r = _blr(gram[a], g_r[a], ee_r[a], n[a], r_var[a], s_var[a])
-        mu, mu_var = _predict(phi_q, s_mean[a], zm, lm)
-        r, r_pvar = _predict(phi_q, s_var[a], zr, lr)
-        mu, r = mu + off[a], r + v0[a]
-        var = r - (mu - c[a]) ** 2  # (K, Q) posterior mean of sigma^2, before the floor
-        var_var = r_pvar + 4.0 * (mu - c[a]) ** 2 * mu_var
+        mu, _mu_var, var, var_var, ev_m, ev_r = arm_moments(
+            prior_arrays, a, phi_q, gram, g_m, ee_m, g_r, ee_r, n, c, v_hat, r_var
+        )
         # E over sigma^2 ~ N(var, var_var), floored, by Gauss-Hermite quadrature
         v = jnp.maximum(var[..., None] + jnp.sqrt(var_var)[..., None] * _GH_X, floor * v0[a])
         sd_k = (jnp.sqrt(v) * _GH_W).sum(-1)
@@ -286,9 +311,22 @@ class ConjugateTeacher(SequentialPolicy):
     config : :class:`~bayesdesign.teachers.base.TeacherConfig`.
     variance_evidence : weight :math:`\lambda \in [0, 1]` of the second-moment regression's
         marginal likelihood in the smoothness-class posterior.
+
+    For a ``hurdle_lognormal`` prior the constructor returns a
+    :class:`~bayesdesign.teachers.hurdle.HurdleConjugateTeacher` (a subclass, the same
+    parameters), so every caller of ``ConjugateTeacher(spec)`` gets the family's working model.
     """
 
     name = "teacher:conjugate"
+
+    def __new__(cls, spec=None, *args, **kwargs):
+        if cls is ConjugateTeacher and spec is not None:
+            family = (spec if hasattr(spec, "hash") else load_prior(spec)).family
+            if family == "hurdle_lognormal":
+                from .hurdle import HurdleConjugateTeacher  # the subclass imports this module
+
+                return super().__new__(HurdleConjugateTeacher)
+        return super().__new__(cls)
 
     def __init__(self, spec, config: TeacherConfig | None = None, variance_evidence: float = 0.25):
         self.spec = spec if hasattr(spec, "hash") else load_prior(spec)
