@@ -282,11 +282,13 @@ def distil(
     working_prior : a series prior (path, shipped name or spec) whose conjugate teacher is the
         student's **working model**: its conjugate layer (:mod:`bayesdesign.student.conjugate`)
         solves that prior's regressions and the network learns corrections to them. Default: the
-        traces' own prior for a series prior; none for a user model (the plain network). Give one
-        to distil a teacher of a user model (``nuts``, ``svi``) with a closed-form start, e.g. the
-        unit-free ``unit-free-2`` for two covariates. It must have the traces' number of covariates
-        and smoothness classes; with ``outcome.standardize`` (unit-free) the student standardizes
-        outcomes in context, and its log-sd heads learn :func:`in_context_targets`.
+        traces' own prior for a Gaussian, Student-t or Bernoulli series prior; none for a user model
+        or a ``hurdle_lognormal`` prior (the plain network, outcomes unscaled). Give one to distil a
+        teacher of those with a closed-form start, e.g. a one-class unit-free series prior such as
+        ``bayesdesign/examples_models/revenue-working.yaml`` for two covariates. It must have the
+        traces' number of covariates and smoothness classes; with ``outcome.standardize``
+        (unit-free) the student standardizes outcomes in context, and its log-sd heads learn
+        :func:`in_context_targets`.
 
     swap_arms : train on each batch with the arms exchanged half of the time
         (:func:`~bayesdesign.student.data.swap_arms`): for a prior that treats the arms alike, which
@@ -342,7 +344,8 @@ def distil(
     if swap and spec.arms is not None and spec.arm(0) != spec.arm(1):
         raise ValueError(f"swap_arms: the prior {spec.name!r} ({paths[0]}) gives the arms different series; "
                          "exchanging them is not a draw of the same prior")
-    layer_spec = working if working is not None else (spec if spec.model is None else None)
+    own_layer = spec.model is None and spec.family != "hurdle_lognormal"  # the layer is the Gaussian series model
+    layer_spec = working if working is not None else (spec if own_layer else None)
     n_terms = prior_from_spec(layer_spec).n_terms if layer_spec is not None else 0
     standardize = layer_spec is not None and bool(layer_spec.outcome.standardize)
     cfg = StudentConfig(
