@@ -24,8 +24,8 @@ from _common import md_table, stamp, write_section
 
 import bayesdesign as bd
 from bayesdesign.examples_models import REVENUE_PRIOR
-from bayesdesign.student.checkpoint import read_config
-from bayesdesign.student.measure import imitation_error
+from bayesdesign.student.checkpoint import load_student, read_config, save_student
+from bayesdesign.student.measure import imitation_error, zero_corrections
 from bayesdesign.student.policy import resolve_student_path
 from bayesdesign.teachers import make_teacher
 from bayesdesign.traces import generate_traces
@@ -65,12 +65,23 @@ def teacher_run(label: str, reps: int, horizon: int, seed: int, cache: Path | No
     return ds
 
 
+def untrained_copy(student: str, folder: Path) -> Path:
+    """The student with its learned corrections zeroed (the working model's conjugate teacher), as
+    a checkpoint folder: the design training started from."""
+    st = load_student(resolve_student_path(student))
+    return save_student(folder, zero_corrections(st.model), dict(st.meta))
+
+
 def designs(label: str, reps: int, horizon: int, seed: int, cache: Path | None = None) -> tuple[list[dict], dict]:
     prior, student, extra, _ = CASES[label]
-    names = ["uniform", "plugin-neyman", *extra, f"student:{student}"]
-    rest = bd.simulate(bd.models.PriorTasks(prior), names, horizon=horizon, reps=reps, seed=seed, keep_units=0)
+    with tempfile.TemporaryDirectory() as tmp:
+        untrained = untrained_copy(student, Path(tmp) / "untrained")
+        names = ["uniform", "plugin-neyman", *extra, f"student:{untrained}", f"student:{student}"]
+        rest = bd.simulate(bd.models.PriorTasks(prior), names, horizon=horizon, reps=reps, seed=seed, keep_units=0)
+    rest = rest.assign_coords(design=[("untrained copy" if n == f"student:{untrained}" else n)
+                                      for n in rest.design.values])
     nuts = teacher_run(label, reps, horizon, seed, cache)
-    np.testing.assert_array_equal(nuts.ate.values, rest.ate.values)  # the same tasks: a paired comparison
+    np.testing.assert_allclose(nuts.ate.values, rest.ate.values, rtol=1e-5)  # the same tasks: paired
     ds = xr.concat([rest, nuts], dim="design", data_vars="minimal", coords="minimal", compat="override")
     teacher = TEACHER
     df = bd.summary.summarize(ds)
@@ -137,7 +148,8 @@ the working model's conjugate teacher alone).
 {md_table(im, list(im[0]))}
 
 **Designs** on tasks from each prior (T = {horizon}, {reps} replications, seed {args.seed}); the NUTS
-teacher refits every 25 units as in its traces:
+teacher refits every 25 units as in its traces; `untrained copy` is the student with its learned
+corrections zeroed (the working model's conjugate teacher, where training started):
 
 {md_table(dz, list(dz[0]))}
 

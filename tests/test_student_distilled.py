@@ -4,6 +4,7 @@ training; a 16-task excerpt ships in tests/data) by a stated margin over its unt
 same weights with the learned corrections zeroed: the working model's conjugate teacher alone),
 so this fails if training learned nothing; they load by name anywhere."""
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -13,14 +14,20 @@ from bayesdesign.student import load_policy
 from bayesdesign.student.measure import imitation_error
 
 DATA = Path(__file__).parent / "data"
-# name: held-out excerpt, the most pi_mae may be as a fraction of pi_mae_untrained
-CASES = {"pretrained-student-t": ("heldout-student-t.nc", 0.85), "pretrained-revenue": ("heldout-revenue.nc", 0.85)}
+# name: held-out excerpt, the most pi_mae may be as a fraction of pi_mae_untrained, examples left
+# out (the revenue excerpt has one label whose log-sd overflowed, recorded before the model's
+# moments were computed in log space)
+CASES = {"pretrained-student-t": ("heldout-student-t.nc", 0.7, 0),
+         "pretrained-revenue": ("heldout-revenue.nc", 0.6, 1)}
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_distilled_student_beats_its_untrained_copy(name):
-    file, margin = CASES[name]
-    res = imitation_error(name, DATA / file, max_examples=3000)
+    file, margin, dropped = CASES[name]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = imitation_error(name, DATA / file, max_examples=3000)
+    assert {str(w.message).split(" (task")[0] for w in caught} == ({f"traces: {dropped}"} if dropped else set())
     assert res["pi_mae"] <= margin * res["pi_mae_untrained"], res
     assert res["pi_mae_untrained"] > 0.02  # the working model alone is not the teacher
 
