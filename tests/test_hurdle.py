@@ -250,7 +250,7 @@ def test_rule_quadrature_matches_monte_carlo_posterior():
     the posterior's draws of the three functions pushed through the moment formula."""
     env = _known_task()
     x, a, y = _experiment(env, 600, seed=1)
-    teacher = ConjugateTeacher(_spec())
+    teacher = make_teacher("conjugate", _spec())
     h = History(x, a, y, np.full(len(y), 0.5))
     xq = np.array([[0.1], [0.5], [0.9]])
     sbar = teacher.decide(teacher.fold(h)[0], xq[None])["sbar"][0]
@@ -259,7 +259,7 @@ def test_rule_quadrature_matches_monte_carlo_posterior():
 
 
 def test_teacher_refuses_negative_outcomes():
-    teacher = ConjugateTeacher(_spec())
+    teacher = make_teacher("conjugate", _spec())
     h = History(np.array([[0.2], [0.4]]), np.array([1.0, 0.0]), np.array([3.0, -1.0]), np.full(2, 0.5))
     with pytest.raises(ValueError, match=r"y: .*needs finite outcomes >= 0, got -1.0"):
         teacher.propensity(h, np.array([[0.5]]))
@@ -269,7 +269,7 @@ def test_incremental_updates_match_the_folded_history():
     """The runner's path (state updated unit batch by unit batch, in float64 sums) gives the same
     decision as one fold of the whole history, zeros and buyers in both arms."""
     x, a, y = _experiment(_known_task(), 300, seed=2)
-    teacher = ConjugateTeacher(_spec())
+    teacher = make_teacher("conjugate", _spec())
     state = teacher.init(1)
     for s in range(0, 300, 7):
         sl = slice(s, s + 7)
@@ -280,3 +280,10 @@ def test_incremental_updates_match_the_folded_history():
     np.testing.assert_allclose(stepped["pi"], folded["pi"], rtol=1e-5)
     assert state.t == 300 and state.buy.count.sum() == 300
     assert state.stats.count.sum() == (y > 0).sum() > 0
+
+
+def test_plain_conjugate_teacher_refuses_a_hurdle_prior():
+    """The Gaussian working model is not the hurdle's: the base class refuses, the factory chooses."""
+    with pytest.raises(ValueError, match="has its own conjugate teacher: use make_teacher"):
+        ConjugateTeacher(_spec())
+    assert isinstance(make_teacher("conjugate", _spec()), HurdleConjugateTeacher)

@@ -22,15 +22,17 @@ BACKENDS = ("conjugate", "mixture", "nuts", "svi")
 def make_teacher(backend: str, prior, config: TeacherConfig | None = None, **kwargs):
     """The teacher ``backend`` for prior file (or spec) ``prior``."""
     spec = prior if hasattr(prior, "hash") else load_prior(prior)
+    if backend in ("conjugate", "mixture"):
+        from .hurdle import conjugate_teacher  # the class by the prior's family
     if backend == "conjugate":
-        return ConjugateTeacher(spec, config, **kwargs)
+        return conjugate_teacher(spec, config, **kwargs)
     if backend == "mixture":
         if not spec.is_mixture:
             raise ValueError(
                 f"{spec.source}: teacher 'mixture' needs a prior with a smoothness block "
                 "(smoothness: {choices: [...], weights: [...]}); use 'conjugate' for a single class"
             )
-        teacher = ConjugateTeacher(spec, config, **kwargs)
+        teacher = conjugate_teacher(spec, config, **kwargs)
         teacher.name = "teacher:mixture"
         return teacher
     if backend in ("nuts", "svi") and (spec.outcome.standardize or (config and (config.safe or config.robust))):

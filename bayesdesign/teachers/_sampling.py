@@ -70,7 +70,7 @@ from ..models import model_args as dummy_args
 from ..spec import load_prior
 from . import evidence
 from .base import TeacherConfig
-from .conjugate import ConjugateTeacher
+from .hurdle import conjugate_teacher
 
 __all__ = [
     "ModelParts",
@@ -387,7 +387,7 @@ class SampledTeacher(SequentialPolicy):
         self.floor_sd = sd_floor(self.spec, self.config.floor, self.parts[0])
         self._conjugate = None
         if self.spec.is_mixture:
-            self._conjugate = ConjugateTeacher(self.spec, self.config)
+            self._conjugate = conjugate_teacher(self.spec, self.config)
         self._prior = None
 
     # ---------------------------------------------------------------- backend hook

@@ -312,24 +312,21 @@ class ConjugateTeacher(SequentialPolicy):
     variance_evidence : weight :math:`\lambda \in [0, 1]` of the second-moment regression's
         marginal likelihood in the smoothness-class posterior.
 
-    For a ``hurdle_lognormal`` prior the constructor returns a
+    A ``hurdle_lognormal`` prior has its own working model,
     :class:`~bayesdesign.teachers.hurdle.HurdleConjugateTeacher` (a subclass, the same
-    parameters), so every caller of ``ConjugateTeacher(spec)`` gets the family's working model.
+    parameters); :func:`~bayesdesign.teachers.hurdle.conjugate_teacher` (and ``make_teacher``)
+    choose the class by the prior's family, and this class refuses such a prior.
     """
 
     name = "teacher:conjugate"
 
-    def __new__(cls, spec=None, *args, **kwargs):
-        if cls is ConjugateTeacher and spec is not None:
-            family = (spec if hasattr(spec, "hash") else load_prior(spec)).family
-            if family == "hurdle_lognormal":
-                from .hurdle import HurdleConjugateTeacher  # the subclass imports this module
-
-                return super().__new__(HurdleConjugateTeacher)
-        return super().__new__(cls)
-
     def __init__(self, spec, config: TeacherConfig | None = None, variance_evidence: float = 0.25):
         self.spec = spec if hasattr(spec, "hash") else load_prior(spec)
+        if self.spec.family == "hurdle_lognormal" and type(self) is ConjugateTeacher:
+            raise ValueError(
+                f"{self.spec.source}: a hurdle_lognormal prior has its own conjugate teacher: use "
+                "make_teacher('conjugate', prior) or bayesdesign.teachers.hurdle.HurdleConjugateTeacher"
+            )
         self.config = config or TeacherConfig()
         super().__init__(self.spec.bounds, self.config.clip)
         self.box_origin = f"the bounds declared by prior {self.spec.source}"

@@ -66,6 +66,7 @@ from scipy.linalg import solve_triangular
 from ..design.environment import hurdle_lognormal_moments
 from ..design.policy import History
 from ..regression import SeriesStats, init_stats, update_stats
+from ..spec import load_prior
 from .base import TeacherConfig
 from .conjugate import (
     _GH_W,
@@ -80,7 +81,7 @@ from .conjugate import (
     safe_rule,
 )
 
-__all__ = ["HurdleState", "HurdleConjugateTeacher", "hurdle_decide"]
+__all__ = ["HurdleState", "HurdleConjugateTeacher", "conjugate_teacher", "hurdle_decide"]
 
 _P_CLIP = 1e-4  # the purchase probability's posterior mean is kept in [1e-4, 1 - 1e-4] before the logit
 
@@ -154,7 +155,7 @@ def hurdle_decide(amount_prior, buy_prior, floor, both, phi_q, amount, buy):
 
 class HurdleConjugateTeacher(ConjugateTeacher):
     """The conjugate (or mixture) teacher of a ``hurdle_lognormal`` prior (see the module notes).
-    ``ConjugateTeacher(spec)`` returns one for such a prior; same parameters."""
+    :func:`conjugate_teacher` (and ``make_teacher``) return one for such a prior; same parameters."""
 
     def __init__(self, spec, config: TeacherConfig | None = None, variance_evidence: float = 0.25):
         super().__init__(spec, config, variance_evidence)
@@ -268,3 +269,12 @@ class HurdleConjugateTeacher(ConjugateTeacher):
             coords={"arm": [0, 1], "query": np.arange(len(phi))},
             attrs={"teacher": self.name, "prior_hash": self.spec.hash()},
         )
+
+
+def conjugate_teacher(spec, config: TeacherConfig | None = None, **kwargs) -> ConjugateTeacher:
+    """The conjugate teacher of prior ``spec`` (a spec, path or shipped name): the hurdle working
+    model (:class:`HurdleConjugateTeacher`) for a ``hurdle_lognormal`` prior, else
+    :class:`~bayesdesign.teachers.conjugate.ConjugateTeacher`."""
+    spec = spec if hasattr(spec, "hash") else load_prior(spec)
+    cls = HurdleConjugateTeacher if spec.family == "hurdle_lognormal" else ConjugateTeacher
+    return cls(spec, config, **kwargs)
