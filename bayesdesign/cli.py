@@ -264,17 +264,26 @@ def traces(prior, backend, tasks, horizon, queries, refit_every, chunk_tasks, op
     click.echo(f"traces: {path}")
 
 
+def _pairs(options: tuple[str, ...], flag: str, keys=None):
+    """``(key, value)`` of each ``KEY=VALUE`` given to ``flag`` (key stripped); ``keys``: the keys
+    allowed (any by default). A malformed pair or an unknown key stops with the flag named."""
+    for opt in options:
+        key, sep, value = opt.partition("=")
+        key = key.strip()
+        if not sep or not key or (keys is not None and key not in keys):
+            allowed = "" if keys is None else f" with KEY one of {sorted(keys)}"
+            raise ValueError(f"{flag}: expected KEY=VALUE{allowed}, got {opt!r}")
+        yield key, value
+
+
 def _options(options: tuple[str, ...]) -> dict:
     """``KEY=VALUE`` pairs of ``--teacher-option``, values parsed as JSON where they parse."""
     out = {}
-    for opt in options:
-        key, sep, value = opt.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"--teacher-option: expected KEY=VALUE, got {opt!r}")
+    for key, value in _pairs(options, "--teacher-option"):
         try:
-            out[key.strip()] = json.loads(value)
+            out[key] = json.loads(value)
         except json.JSONDecodeError:
-            out[key.strip()] = value
+            out[key] = value
     return out
 
 
@@ -369,18 +378,13 @@ def _loss_weights(options: tuple[str, ...]) -> dict:
     from .student.losses import DEFAULT_WEIGHTS
 
     out: dict = {}
-    for opt in options:
-        key, sep, value = (part.strip() for part in opt.partition("="))
-        if not sep or key not in DEFAULT_WEIGHTS:
-            raise ValueError(
-                f"--loss-weight: expected KEY=VALUE with KEY one of {sorted(DEFAULT_WEIGHTS)}, got {opt!r}"
-            )
+    for key, value in _pairs(options, "--loss-weight", DEFAULT_WEIGHTS):
         try:
             out[key] = float(value)
         except ValueError:
-            raise ValueError(f"--loss-weight {key}: expected a number, got {value!r}") from None
+            raise ValueError(f"--loss-weight {key}: expected a number, got {value.strip()!r}") from None
         if not out[key] >= 0:
-            raise ValueError(f"--loss-weight {key}: expected a non-negative number, got {value!r}")
+            raise ValueError(f"--loss-weight {key}: expected a non-negative number, got {value.strip()!r}")
     return out
 
 
@@ -390,10 +394,8 @@ def _architecture(options: tuple[str, ...]) -> dict:
 
     fields = set(StudentConfig.__dataclass_fields__) - {"d", "n_classes"}
     out: dict = {}
-    for opt in options:
-        key, sep, value = (part.strip() for part in opt.partition("="))
-        if not sep or key not in fields:
-            raise ValueError(f"--arch: expected KEY=VALUE with KEY one of {sorted(fields)}, got {opt!r}")
+    for key, value in _pairs(options, "--arch", fields):
+        value = value.strip()
         if key in ("standardize", "token_asinh"):
             if value.lower() not in ("true", "false"):
                 raise ValueError(f"--arch {key}: expected true or false, got {value!r}")

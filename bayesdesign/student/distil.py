@@ -168,11 +168,8 @@ def _check_compatible(files: list[TraceArrays], paths: list[Path]) -> None:
             raise ValueError(f"traces: {p} has other class or covariate dimensions than {paths[0]}")
 
 
-def _working_prior(working_prior, spec, first: TraceArrays):
-    """The working prior's spec (``None`` when not given), checked against the traces."""
-    if working_prior is None:
-        return None
-    working = working_prior if hasattr(working_prior, "hash") else load_prior(working_prior)
+def _check_working_prior(working, first: TraceArrays, scaling: InputScaling) -> None:
+    """Refuse a working prior that does not fit the traces (their covariates, classes and units)."""
     where = f"working_prior {working.source}"
     if working.arms is None:
         raise ValueError(f"{where}: expected a series prior (the conjugate layer's working model), got a user model")
@@ -186,15 +183,9 @@ def _working_prior(working_prior, spec, first: TraceArrays):
     if not working.outcome.standardize:
         raise ValueError(f"{where}: expected a unit-free prior (outcome.standardize: true, e.g. unit-free-2): the "
                          "student then standardizes outcomes in context, whatever the traces' units")
-    if spec.arms is not None and (InputScaling.from_spec(spec).y_offset != (0.0, 0.0)
-                                  or InputScaling.from_spec(spec).y_scale != (1.0, 1.0)):
-        raise ValueError(f"{where}: the traces' prior {spec.name!r} states outcome offsets; a unit-free working "
+    if scaling.y_offset != (0.0, 0.0) or scaling.y_scale != (1.0, 1.0):
+        raise ValueError(f"{where}: the traces' prior states outcome offsets; a unit-free working "
                          "prior needs the outcomes unscaled (a unit-free or user-model prior)")
-    return working
-
-
-def _working_hash(working_prior) -> str:
-    return (working_prior if hasattr(working_prior, "hash") else load_prior(working_prior)).hash()
 
 
 def _save_train_state(out: Path, opt: torch.optim.Optimizer, gen: torch.Generator, info: dict) -> None:
@@ -307,12 +298,13 @@ def distil(
     if dagger_rounds < 0 or dagger_tasks < 1:
         raise ValueError(f"dagger_rounds, dagger_tasks: expected >= 0 and >= 1, got {dagger_rounds}, {dagger_tasks}")
     out = Path(out_dir)
+    working = working_prior if working_prior is None or hasattr(working_prior, "hash") else load_prior(working_prior)
     args = {
         "traces": [str(p) for p in paths], "steps": steps, "batch_size": batch_size, "lr": lr,
         "weight_decay": weight_decay, "warmup": warmup, "seed": seed, "val_fraction": val_fraction,
         "val_every": val_every, "val_examples": val_examples, "architecture": dict(architecture or {}),
         "loss_weights": dict(loss_weights or {}),
-        **({"working_prior": _working_hash(working_prior)} if working_prior is not None else {}),
+        **({"working_prior": working.hash()} if working is not None else {}),
         **({"swap_arms": True} if swap_arms else {}),
         **({"dagger_rounds": dagger_rounds, "dagger_tasks": dagger_tasks} if dagger_rounds else {}),
     }
@@ -339,7 +331,8 @@ def distil(
     teacher_config = json.loads(first.attrs.get("teacher_config", "{}"))
 
     spec = PriorSpec.from_dict(json.loads(first.attrs["prior"]), source=str(paths[0]))
-    working = _working_prior(working_prior, spec, first)
+    if working is not None:
+        _check_working_prior(working, first, scaling)
     swap = bool(swap_arms)
     if swap and spec.arms is not None and spec.arm(0) != spec.arm(1):
         raise ValueError(f"swap_arms: the prior {spec.name!r} ({paths[0]}) gives the arms different series; "
