@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["Truth", "truth", "neyman", "design_variance"]
+__all__ = ["Truth", "truth", "neyman", "safe_rule", "RULES", "log_odds_shrinkage", "design_variance"]
 
 
 class Truth(NamedTuple):
@@ -33,6 +33,35 @@ def neyman(sd1: np.ndarray, sd0: np.ndarray) -> np.ndarray:
     r"""The Neyman rule :math:`\sigma_1 / (\sigma_1 + \sigma_0)` (1/2 where both are zero)."""
     tot = sd1 + sd0
     return np.where(tot > 0, sd1 / np.where(tot > 0, tot, 1.0), 0.5)
+
+
+RULES = ("sd", "log_sd")
+"""The posterior Neyman rules of the teachers: ``sd`` (:math:`\bar s_1 / (\bar s_1 + \bar s_0)`,
+:math:`\bar s_a = E[\\sigma_a \\mid H]`) and ``log_sd`` (:func:`safe_rule`: the sigmoid of the
+posterior mean of the Neyman log-odds :math:`\\log\\sigma_1 - \\log\\sigma_0`, shrunk when
+``safe > 0``)."""
+
+
+def safe_rule(log_sd_mean: np.ndarray, log_sd_sd: np.ndarray, k: float) -> np.ndarray:
+    r"""The log-odds rule :math:`\text{sigmoid}(\text{sign}(m)\max(|m| - k s, 0))` from the
+    posterior mean and sd of :math:`\log\sigma_a` (``(..., 2, Q)``, arms independent), with
+    :math:`m, s` those of :math:`\log\sigma_1 - \log\sigma_0`: with :math:`k = 0` the sigmoid of
+    the posterior mean of the Neyman log-odds, with :math:`k > 0` the safe rule (see
+    ``TeacherConfig.safe``)."""
+    m = log_sd_mean[..., 1, :] - log_sd_mean[..., 0, :]
+    s = np.sqrt(log_sd_sd[..., 1, :] ** 2 + log_sd_sd[..., 0, :] ** 2)
+    shrunk = np.sign(m) * np.maximum(np.abs(m) - k * s, 0.0)
+    return 1.0 / (1.0 + np.exp(-shrunk))
+
+
+def log_odds_shrinkage(config) -> float:
+    """The :math:`k` of the log-odds rule a teacher configuration (a ``TeacherConfig`` or its dict,
+    as stored in traces and checkpoints; a missing ``rule`` is ``"sd"``) follows, or -1 for the
+    ``sd`` rule. ``safe > 0`` is the log-odds rule whatever ``rule`` says, as it was before
+    ``rule`` existed."""
+    c = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+    safe = float(c.get("safe", 0.0))
+    return safe if (safe > 0 or c.get("rule", "sd") == "log_sd") else -1.0
 
 
 def truth(env, n_mc: int = 200_000, seed: int = 0) -> Truth:

@@ -6,6 +6,7 @@ import datetime as _dt
 import os
 import platform
 import re
+import shlex
 import sys
 from pathlib import Path
 
@@ -32,6 +33,11 @@ def machine() -> str:
     except OSError:
         pass
     return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.system()}"
+
+
+def command() -> str:
+    """The command line that ran this benchmark, for section headings."""
+    return shlex.join(["python", f"benchmarks/{Path(sys.argv[0]).name}", *sys.argv[1:]])
 
 
 def stamp() -> str:

@@ -15,7 +15,7 @@ import argparse
 import time
 
 import numpy as np
-from _common import md_table, stamp, write_section
+from _common import command, md_table, stamp, write_section
 
 import bayesdesign as bd
 from bayesdesign.confseq import aipw_confseq
@@ -60,7 +60,7 @@ def main() -> None:
             "cs_width_over_wald_at_T"]
     table = md_table(rows, cols)
     print(table)
-    body = f"""## Anytime-valid confidence sequence (`benchmarks/confseq_coverage.py`{' --quick' if args.quick else ''})
+    body = f"""## Anytime-valid confidence sequence (`{command()}`)
 
 {stamp()} T = {args.horizon}, seed {args.seed}. `cs_coverage`: share of replications whose
 confidence sequence (`bayesdesign.confseq`, 95%, tuned for T scored units, the whole line before

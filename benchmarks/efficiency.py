@@ -30,6 +30,9 @@ DESIGNS = ["uniform", "explore-then-neyman", "clip-ogd", "clip-smt", "clip-ogd-s
 PRIORS = {"S7": "checkout-score", "S8": "checkout"}
 """The shipped prior of the mixture teacher per scenario (``unit-free`` otherwise)."""
 
+EXTRA = {"S8": ["teacher:conjugate:revenue-hurdle"]}
+"""Further teachers per scenario: on S8 the hurdle teacher of the shipped revenue prior."""
+
 
 def student_refusal(env, horizon: int) -> str | None:
     """Why ``student:pretrained`` cannot run on ``env`` (None when it can)."""
@@ -43,10 +46,11 @@ def student_refusal(env, horizon: int) -> str | None:
 
 
 def scenario_designs(sc: str, horizon: int, student: bool = True) -> list[str]:
-    """Baselines, the mixture teacher (plain and safe) on the scenario's shipped prior, and the
+    """Baselines, the mixture teacher (plain and safe) on the scenario's shipped prior (and the
+    teachers of :data:`EXTRA`), and the
     pretrained student where it runs (the reason is printed where it does not)."""
     prior = PRIORS.get(sc, "unit-free")
-    out = DESIGNS[:-1] + [f"teacher:mixture:{prior}", f"teacher:mixture:{prior}:safe"]
+    out = DESIGNS[:-1] + [f"teacher:mixture:{prior}", f"teacher:mixture:{prior}:safe", *EXTRA.get(sc, [])]
     if student:
         why = student_refusal(get_scenario(sc), horizon)
         if why is None:

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import ROOT, md_table, stamp, write_section
+from _common import ROOT, command, md_table, stamp, write_section
 
 from bayesdesign.serve.testing import PostgresCluster, ServerProcess, replay_check
 
@@ -156,7 +156,7 @@ def run(args, where: str) -> None:
         cols = ["units", "distinct_unit_ids", "outcomes", "killed_after", "client_retries", "policy_versions",
                 "pi_min", "pi_max", "pi_replay_max_diff", "acked_arms_kept"]
         cols2 = ["ate_service", "ate_analyze", "se_service", "se_analyze", "ci", "cs", "seconds"]
-        body = f"""## Live experiment walk-through (`benchmarks/serve_walkthrough.py`{' --quick' if args.quick else ''})
+        body = f"""## Live experiment walk-through (`{command()}`)
 
 {stamp()} `bayesdesign serve` on {where}, design
 `{args.design}`, `batch_size = {args.batch_size}`, {n} units from {args.clients} concurrent clients;

@@ -132,27 +132,29 @@ def test_padding_does_not_change_in_context_standardization(perturbed, rng):
     np.testing.assert_allclose(padded.numpy(), plain.numpy(), atol=2e-6)
 
 
-def test_safe_rule_follows_the_teacher(tmp_path, perturbed, rng):
+@pytest.mark.parametrize("suffix, settings",
+                         [("safe", {"safe": 0.5, "robust": True}), ("log-odds", {"rule": "log_sd"})])
+def test_rule_settings_follow_the_teacher(tmp_path, perturbed, rng, suffix, settings):
     """A student of a teacher with the safe rule and the robust second-moment variance (the
-    settings of ``teacher:...:safe``) decides as that JAX teacher (untrained), and with non-zero
-    corrections the two backends agree."""
+    settings of ``teacher:...:safe``), or with the log-odds rule (``:log-odds``), decides as that
+    JAX teacher (untrained), and with non-zero corrections the two backends agree."""
     from bayesdesign.teachers.base import TeacherConfig
 
     x, a, y, xq = _checkout(rng, b=4)
-    cfg = TeacherConfig(safe=0.5, robust=True)
+    cfg = TeacherConfig(**settings)
     teacher = make_teacher("mixture", load_prior("checkout"), cfg)  # unit-free-2 in S8's units
     ref = teacher.decide(teacher.update(teacher.init(4), x, a, y, None), xq)["pi"]
-    path = untrained_student("unit-free-2", tmp_path / "safe", teacher_config=cfg)
+    path = untrained_student("unit-free-2", tmp_path / suffix, teacher_config=cfg)
     policies = {be: load_policy(path, bounds=(LOW, HIGH), backend=be) for be in ("engine", "torch")}
     pis = {be: _pi(p, x, a, y, xq) for be, p in policies.items()}
     plain = _pi(load_policy("pretrained", bounds=(LOW, HIGH)), x, a, y, xq)
     for be in pis:
         np.testing.assert_allclose(pis[be], ref, atol=5e-5, rtol=0)
     assert np.abs(plain - ref).max() > 0.01  # the rule changes the decisions here
-    named = make_design("student:pretrained:safe", bd.get_scenario("S8"), horizon=10)  # the same settings
+    named = make_design(f"student:pretrained:{suffix}", bd.get_scenario("S8"), horizon=10)  # the same settings
     np.testing.assert_allclose(_pi(named, x, a, y, xq), pis["engine"], atol=1e-12, rtol=0)
-    perturbed_safe = copy.deepcopy(perturbed)
-    perturbed_safe.teacher_config["safe"] = 0.5
-    perturbed_safe.model.conj.robust = True
-    both = [_pi(StudentPolicy(perturbed_safe, backend=be), x, a, y, xq) for be in ("engine", "torch")]
+    perturbed_rule = copy.deepcopy(perturbed)
+    perturbed_rule.teacher_config.update(settings)
+    perturbed_rule.model.conj.robust = bool(settings.get("robust", False))
+    both = [_pi(StudentPolicy(perturbed_rule, backend=be), x, a, y, xq) for be in ("engine", "torch")]
     np.testing.assert_allclose(both[0], both[1], atol=2e-6, rtol=0)

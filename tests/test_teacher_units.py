@@ -1,11 +1,12 @@
-"""Priors that need not know the outcome's units (``outcome.standardize``), the safe rule and the
-kurtosis-robust variance regression of the conjugate teachers."""
+"""Priors that need not know the outcome's units (``outcome.standardize``), the safe and log-odds
+rules, the kurtosis-robust variance regression of the conjugate teachers, and wide log-sd priors."""
 
 import numpy as np
 import pytest
 
 import bayesdesign as bd
 from bayesdesign.design import simulate
+from bayesdesign.design.registry import split_suffixes
 from bayesdesign.regression import init_stats, update_stats
 from bayesdesign.spec import PriorSpec, PriorSpecError, load_prior
 from bayesdesign.teachers import TeacherConfig, make_teacher
@@ -59,6 +60,47 @@ def test_standardize_is_checked():
         make_teacher("nuts", "unit-free")
     with pytest.raises(ValueError, match="safe: expected a non-negative number"):
         TeacherConfig(safe=-1.0)
+    with pytest.raises(ValueError, match=r"rule: expected one of \['sd', 'log_sd'\], got 'median'"):
+        TeacherConfig(rule="median")
+    with pytest.raises(ValueError, match="log-odds settings are supported by the conjugate and mixture"):
+        make_teacher("svi", "beta1", TeacherConfig(rule="log_sd"))
+
+
+def test_design_name_suffixes():
+    assert split_suffixes("unit-free") == ("unit-free", {})
+    assert split_suffixes("unit-free:safe") == ("unit-free", {"safe": 0.5, "robust": True})
+    assert split_suffixes("priors/x.yaml:safe:log-odds") == ("priors/x.yaml", {"safe": 0.5, "robust": True,
+                                                                                "rule": "log_sd"})
+    assert split_suffixes("C:/priors/x.yaml") == ("C:/priors/x.yaml", {})  # only known suffixes are taken
+    named = bd.make_design("teacher:mixture:unit-free:log-odds", bd.get_scenario("S2"), 100)
+    assert named.config == TeacherConfig(rule="log_sd")
+
+
+def test_log_odds_rule_weighs_down_the_arm_whose_sd_is_uncertain(rng):
+    """Equal true sds, 200 control units and 12 treated: the posterior of sigma_1 is the wider, so
+    exp E log sigma_1 falls further below E sigma_1 than for arm 0 (Jensen), and the log-odds rule
+    treats less than the sd rule, at every query."""
+    x = rng.uniform(size=(1, 212, 1))
+    a = np.r_[np.zeros(200), np.ones(12)][None]
+    y = rng.normal(size=(1, 212))
+    rules = {}
+    for rule in ("sd", "log_sd"):
+        t = make_teacher("mixture", "unit-free", TeacherConfig(rule=rule))
+        rules[rule] = t.decide(t.update(t.init(1), x, a, y, None), np.linspace(0.05, 0.95, 7)[None, :, None])
+    sd, log_sd = rules["sd"], rules["log_sd"]
+    np.testing.assert_allclose(sd["sbar"], log_sd["sbar"])  # one posterior, two summaries of it
+    assert (sd["log_sd_sd"][0, 1] > 1.5 * sd["log_sd_sd"][0, 0]).all()
+    assert (log_sd["pi"] < sd["pi"] - 0.005).all()
+
+
+def test_wide_log_sd_prior_keeps_a_finite_design(tmp_path, rng):
+    """A log-sd scale of 1.5 made the delta-method scale of the second moment e^11 times the
+    typical variance; the float32 solve then returned NaN and the run stopped at unit 10."""
+    d = load_prior("unit-free").to_dict()
+    d["arms"]["shared"]["log_sd"]["scale"] = 1.5
+    ds = simulate(bd.get_scenario("S10"), [make_teacher("mixture", PriorSpec.from_dict(d))], horizon=60, reps=4, seed=0)
+    pi = ds.pi.sel(design="teacher:mixture").values
+    assert np.isfinite(pi).all() and (np.abs(pi[:, 30:] - 0.5) > 0.05).any()
 
 
 def test_safe_rule_stays_at_one_half_unless_the_posterior_separates_the_sds():

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from .baselines import ClipOGD, ClipOGDSC, ClipSMT, ExploreThenNeyman, OracleNeyman, PluginNeyman, Uniform
 from .policy import check_policy_fits
 
-__all__ = ["BASELINES", "make_design", "register_prefix", "design_names"]
+__all__ = ["BASELINES", "SUFFIXES", "make_design", "register_prefix", "design_names", "split_suffixes"]
 
 BASELINES: dict[str, Callable] = {
     "uniform": lambda env, horizon: Uniform(env.bounds),
@@ -25,6 +25,23 @@ BASELINES: dict[str, Callable] = {
     "clip-ogd-sc": lambda env, horizon: ClipOGDSC(env.bounds, horizon),
     "plugin-neyman": lambda env, horizon: PluginNeyman(env.bounds),
 }
+
+SUFFIXES: dict[str, dict] = {"safe": {"safe": 0.5, "robust": True}, "log-odds": {"rule": "log_sd"}}
+"""Suffixes of teacher and student design names and the ``TeacherConfig`` settings they give:
+``teacher:mixture:unit-free:safe``, ``student:pretrained:log-odds`` (several may follow each other)."""
+
+
+def split_suffixes(name: str) -> tuple[str, dict]:
+    """``"unit-free:safe"`` -> ``("unit-free", {"safe": 0.5, "robust": True})``: the trailing
+    :data:`SUFFIXES` of a design name removed and their settings merged."""
+    settings: dict = {}
+    base, sep, last = name.rpartition(":")
+    while sep and last in SUFFIXES:
+        settings = {**SUFFIXES[last], **settings}
+        name = base
+        base, sep, last = name.rpartition(":")
+    return name, settings
+
 
 _PREFIXES: dict[str, Callable] = {}
 _LAZY = {"teacher": "bayesdesign.teachers", "student": "bayesdesign.student"}

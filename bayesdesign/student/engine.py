@@ -589,9 +589,10 @@ def decide(W, keys, values, t, mean, log_p, summary, coef, cov, cm, uq, safe):
     r"""The unclipped Neyman probability (B, Q) at queries ``uq`` (B, Q, d) (student coordinates)
     after ``t`` units (as :meth:`StudentModel.decide`; positions ``0..t`` of the cache are the
     context: the null token and the units). A replication's queries go through the network
-    together, as the rows of one matrix. ``safe > 0``: the teachers' safe rule
-    (:func:`~bayesdesign.teachers.conjugate.safe_rule`) on the student's posterior mean and sd of
-    :math:`\log\sigma_a` instead of the Neyman ratio."""
+    together, as the rows of one matrix. ``safe >= 0``: the teachers' log-odds rule with
+    shrinkage ``safe`` (:func:`~bayesdesign.efficiency.safe_rule`) on the student's
+    posterior mean and sd of :math:`\log\sigma_a`; ``safe < 0``: the Neyman ratio of
+    :math:`\bar s_a`."""
     nl, b_size, dm = keys.shape[0], keys.shape[1], keys.shape[2]
     nh, kk = W.n_heads, W.n_classes
     dh = dm // nh
@@ -633,7 +634,7 @@ def decide(W, keys, values, t, mean, log_p, summary, coef, cov, cm, uq, safe):
                     terms[k] = v
                 top = terms.max()
                 lse[arm] = top + math.log(np.exp(terms - top).sum())
-            if safe <= 0:
+            if safe < 0:
                 out[b, iq] = 1.0 / (1.0 + math.exp(lse[0] - lse[1]))
                 continue
             for arm in range(2):  # the moment-matched mixture of log sigma_a (as StudentModel.decide)
@@ -739,7 +740,7 @@ class Engine:
         cache.filled = t + 1 + m
         return EngineState(t + m, cache, gate_sum, stats, side)
 
-    def decide(self, state: EngineState, uq: np.ndarray, safe: float = 0.0) -> np.ndarray:
+    def decide(self, state: EngineState, uq: np.ndarray, safe: float = -1.0) -> np.ndarray:
         if state.side is None:
             raise ValueError("decide: the engine's state has no unit yet (the student decides from a history)")
         c, sd = state.cache, state.side

@@ -25,6 +25,8 @@ import numpy as np
 import torch
 
 from ..design.policy import ClipSchedule, SequentialPolicy
+from ..design.registry import split_suffixes
+from ..efficiency import log_odds_shrinkage, safe_rule
 from .checkpoint import Student, load_student, read_config
 from .engine import Engine, compiled_on_disk, standardize, to_unit
 from .model import Context
@@ -111,7 +113,7 @@ class StudentPolicy(SequentialPolicy):
         self.device = torch.device(device)
         self.backend = backend
         self.burn_in = int(tc.get("burn_in", 0))
-        self.safe = float(tc.get("safe", 0.0))
+        self.safe = log_odds_shrinkage(tc)  # -1: the sd rule
         self._layers = self.model.cfg.n_layers
         self._engine = None
 
@@ -209,9 +211,7 @@ class StudentPolicy(SequentialPolicy):
         with torch.inference_mode():
             u = self._tensor(self.student.scaling.to_unit(x))
             out = self.model.decide(self.context(state), u)
-        if self.safe > 0:  # the teacher's rule on the student's log-sigma posterior
-            from ..teachers.conjugate import safe_rule  # lazy: pure NumPy, in a module that loads JAX
-
+        if self.safe >= 0:  # the teacher's log-odds rule on the student's log-sigma posterior
             m, s = (out[k].double().cpu().numpy() for k in ("log_sd_mean", "log_sd_sd"))
             return safe_rule(m, s, self.safe)
         return out["pi"].double().cpu().numpy()
@@ -274,21 +274,19 @@ def design_factory(rest: str, env, horizon: int) -> StudentPolicy:
     """``student:DIR`` (or ``student:pretrained``, chosen by the environment's number of covariates)
     for the runner. A student of a unit-free prior (``outcome.standardize``) takes the environment's
     declared box as its own; for others :func:`~bayesdesign.design.make_design` checks that the
-    environment's box lies inside the box the student was trained on. A ``:safe`` suffix
-    (``student:pretrained:safe``) gives the student the settings of ``teacher:...:safe``
-    (:data:`bayesdesign.teachers.SAFE`: the safe rule and the robust second-moment variance)."""
-    safe = rest.endswith(":safe")
-    rest = rest.removesuffix(":safe")
+    environment's box lies inside the box the student was trained on. Suffixes give the student
+    the teachers' settings of the same name (:data:`~bayesdesign.design.registry.SUFFIXES`):
+    ``student:pretrained:safe`` those of ``teacher:...:safe`` (the safe rule and the robust
+    second-moment variance), ``:log-odds`` the log-odds rule."""
+    rest, settings = split_suffixes(rest)
     lo, hi = (np.atleast_1d(np.asarray(b, dtype=float)) for b in env.bounds)
     folder = resolve_student_path(rest, lo.shape[0])
     meta = read_config(folder)
     unit_free = bool(meta.get("scaling", {}).get("in_context", False))
     policy = load_policy(folder, bounds=(lo, hi) if unit_free else None)
-    if safe:
-        from ..teachers import SAFE  # lazy: the teachers load JAX
-
-        policy.student.teacher_config.update(safe=SAFE.safe, robust=SAFE.robust)
+    if settings:
+        policy.student.teacher_config.update(settings)
         if policy.model.conj is not None:
-            policy.model.conj.robust = SAFE.robust
-        policy.safe = SAFE.safe
+            policy.model.conj.robust = bool(policy.student.teacher_config.get("robust", False))
+        policy.safe = log_odds_shrinkage(policy.student.teacher_config)
     return policy

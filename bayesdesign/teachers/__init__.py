@@ -3,13 +3,15 @@ smoothness classes), ``nuts`` and ``svi`` (NumPyro), behind one :class:`Teacher`
 
 On the command line and in :func:`bayesdesign.simulate` a teacher is the design
 ``teacher:BACKEND:PRIOR``, e.g. ``teacher:conjugate:priors/beta1.yaml`` or
-``teacher:mixture:smoothness-mixture`` (a shipped prior's name); a ``:safe`` suffix
-(``teacher:mixture:unit-free:safe``) uses :data:`SAFE` (``TeacherConfig(safe=0.5, robust=True)``).
+``teacher:mixture:smoothness-mixture`` (a shipped prior's name); suffixes set
+:class:`TeacherConfig` fields (:data:`~bayesdesign.design.registry.SUFFIXES`): ``:safe``
+(``teacher:mixture:unit-free:safe``) is :data:`SAFE` (``TeacherConfig(safe=0.5, robust=True)``),
+``:log-odds`` the log-odds rule (``rule="log_sd"``).
 """
 
 from __future__ import annotations
 
-from ..design.registry import register_prefix
+from ..design.registry import register_prefix, split_suffixes
 from ..spec import load_prior
 from .base import Teacher, TeacherConfig
 from .conjugate import ConjugateTeacher
@@ -35,9 +37,10 @@ def make_teacher(backend: str, prior, config: TeacherConfig | None = None, **kwa
         teacher = conjugate_teacher(spec, config, **kwargs)
         teacher.name = "teacher:mixture"
         return teacher
-    if backend in ("nuts", "svi") and (spec.outcome.standardize or (config and (config.safe or config.robust))):
+    settings = config and (config.safe or config.robust or config.rule != "sd")
+    if backend in ("nuts", "svi") and (spec.outcome.standardize or settings):
         raise ValueError(
-            f"{spec.source}: outcome.standardize and the safe / robust settings are supported by the "
+            f"{spec.source}: outcome.standardize and the safe / robust / log-odds settings are supported by the "
             f"conjugate and mixture teachers only, not {backend!r}"
         )
     if backend == "nuts":
@@ -51,7 +54,7 @@ def make_teacher(backend: str, prior, config: TeacherConfig | None = None, **kwa
     raise ValueError(f"teacher: unknown backend {backend!r}; expected one of {list(BACKENDS)}")
 
 
-SAFE = TeacherConfig(safe=0.5, robust=True)
+SAFE = TeacherConfig(**split_suffixes("x:safe")[1])
 """The settings of a design named ``teacher:BACKEND:PRIOR:safe``."""
 
 
@@ -59,9 +62,9 @@ def _design_factory(rest: str, env, horizon: int):
     backend, sep, prior = rest.partition(":")
     if not sep or not prior:
         raise ValueError(f"design: expected 'teacher:BACKEND:PRIOR' (backends {list(BACKENDS)}), got 'teacher:{rest}'")
-    safe = prior.endswith(":safe")
+    prior, settings = split_suffixes(prior)
     # make_design checks the teacher's box against the environment's
-    return make_teacher(backend, prior.removesuffix(":safe"), SAFE if safe else None)
+    return make_teacher(backend, prior, TeacherConfig(**settings) if settings else None)
 
 
 register_prefix("teacher", _design_factory)

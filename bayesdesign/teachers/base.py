@@ -8,7 +8,9 @@ probability for covariate :math:`x` is the posterior Neyman rule
     \varepsilon_t, 1 - \varepsilon_t\right), \qquad \bar s_a(x) = E[\sigma_a(x) \mid H],
 
 with the burn-in, variance floor and clip schedule of :class:`TeacherConfig`, all recorded in
-traces so that a student learns them too.
+traces so that a student learns them too. The conjugate teachers also offer the *log-odds* rule
+(``rule="log_sd"``): the Neyman log-odds :math:`\log\sigma_1 - \log\sigma_0` estimated by its
+posterior mean, optionally shrunk towards 0 (the safe rule, ``safe > 0``).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from ..design.policy import ClipSchedule, History
+from ..efficiency import RULES
 
 __all__ = ["TeacherConfig", "Teacher"]
 
@@ -40,7 +43,14 @@ class TeacherConfig:
         \max(|m| - k s, 0)`, with :math:`m` and :math:`s` the posterior mean and sd of
         :math:`\log\sigma_1(x) - \log\sigma_0(x)`: where the posterior cannot tell the arms'
         sds apart by more than :math:`k` posterior sds the design stays at 1/2. 0 (default): the
-        posterior Neyman rule of :math:`\bar s_a`.
+        posterior Neyman rule of :math:`\bar s_a`, or the log-odds rule when ``rule="log_sd"``.
+    rule : ``"sd"`` (default): :math:`\pi = \bar s_1 / (\bar s_1 + \bar s_0)`; ``"log_sd"``:
+        :math:`\pi = \text{sigmoid}(m)`, the safe rule with :math:`k = ` ``safe`` (0 by default).
+        By Jensen :math:`\exp E\log\sigma_a \le E\sigma_a`, and the gap grows with the
+        posterior spread of :math:`\sigma_a`, so ``log_sd`` weighs down the arm whose sd is
+        uncertain where ``sd`` does not (docs/concepts.md, *Which Neyman rule*, has the figures).
+        Conjugate and mixture teachers only; configurations written before this field existed
+        used ``"sd"``.
     robust : when true the conjugate teachers give the second-moment regression the noise
         variance :math:`(\hat\kappa_a - 1)\hat v_a^2` with the arm's empirical kurtosis
         :math:`\hat\kappa_a` (shrunk to 3 with ``prior_obs`` pseudo-observations) instead of the
@@ -53,6 +63,7 @@ class TeacherConfig:
     clip: ClipSchedule = field(default_factory=ClipSchedule)
     safe: float = 0.0
     robust: bool = False
+    rule: str = "sd"
 
     def __post_init__(self):
         if self.burn_in < 0:
@@ -63,6 +74,8 @@ class TeacherConfig:
             raise ValueError(f"prior_obs: expected a non-negative number, got {self.prior_obs}")
         if not self.safe >= 0:
             raise ValueError(f"safe: expected a non-negative number of posterior sds, got {self.safe}")
+        if self.rule not in RULES:
+            raise ValueError(f"rule: expected one of {list(RULES)}, got {self.rule!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -16,9 +16,12 @@ mean series as written; the second moment gets intercept :math:`v_0` and scales
 :math:`2 v_0 e^{2\bar s^2} c_{\log\sigma}(j+1)^{-(\beta_k + 1/2)}`: the delta method for
 :math:`\sigma^2 = e^{2 f}`, :math:`d\sigma^2 = 2\sigma^2 df`, taken at the prior mean
 :math:`E\sigma^2 = v_0 e^{2\bar s^2}` (:math:`\bar s^2` the prior variance of :math:`\log\sigma`
-at a point). Taken at the median :math:`v_0` instead, the prior was about 2.4 times too tight for
-scenario S2's variance function and the teacher design's variance ratio rose from 1.011 to 1.024
-(S3: 1.026 to 1.042). Then
+at a point, capped at :data:`MAX_LOG_SD_VAR` = 1: beyond it the lognormal mean
+:math:`e^{2\bar s^2}` explodes, e.g. :math:`e^{11}` for a log-sd scale of 1.5, the float32
+solve loses the posterior and the design returned NaN; every shipped prior has
+:math:`\bar s^2 < 1`, so the cap changes none of them). Taken at the median :math:`v_0`
+instead, the prior was about 2.4 times too tight for scenario S2's variance function and the
+teacher design's variance ratio rose from 1.011 to 1.024 (S3: 1.026 to 1.042). Then
 
 .. math::
     \sigma^2_{a,k}(x) = \max\!\big(r_{a,k}(x) - (m_{a,k}(x) - c_a)^2,\ \text{floor}\cdot v_0\big),
@@ -60,6 +63,7 @@ import numpy as np
 from .. import linalg
 from ..basis import cosine_features, prior_scales
 from ..design.policy import History, SequentialPolicy
+from ..efficiency import log_odds_shrinkage, safe_rule
 from ..regression import SeriesStats, init_stats, update_stats
 from ..spec import load_prior
 from .base import TeacherConfig
@@ -90,6 +94,10 @@ class ConjugatePrior(NamedTuple):
     n_terms: int
     d: int
 
+
+MAX_LOG_SD_VAR = 1.0
+r"""Cap on the prior variance of :math:`\log\sigma` at a point in the delta method of the second
+moment's prior scales (module docstring)."""
 
 _WORKING_PARTS = {"hurdle_lognormal": ("log_amount", "log_amount_sd")}
 
@@ -140,7 +148,7 @@ def prior_from_spec(spec, mean: str | None = None, log_sd: str | None = "log_sd"
                 off[a], v0[a] = m.offset, np.exp(2.0 * ls.offset)
                 s_mean[a, k] = padded(m, m.beta, m.scale)
                 s_ls = padded(ls, ls.beta, ls.scale)
-                s_var[a, k] = s_ls * 2.0 * v0[a] * np.exp(2.0 * np.sum(s_ls**2))
+                s_var[a, k] = s_ls * 2.0 * v0[a] * np.exp(2.0 * min(np.sum(s_ls**2), MAX_LOG_SD_VAR))
     return ConjugatePrior(s_mean, s_var, off, v0, np.log(spec.weights), n_terms, d)
 
 
@@ -164,16 +172,6 @@ def standardized_state(state: TeacherState) -> tuple[TeacherState, np.ndarray, n
     m3 = (state.m3 - 3 * ca * m2 + 3 * ca**2 * m1 - ca**3 * n) / sa**3
     m4 = (state.m4 - 4 * ca * state.m3 + 6 * ca**2 * m2 - 4 * ca**3 * m1 + ca**4 * n) / sa**4
     return TeacherState(state.t, SeriesStats(st.gram, b1, b2), m3, m4), c, s
-
-
-def safe_rule(log_sd_mean: np.ndarray, log_sd_sd: np.ndarray, k: float) -> np.ndarray:
-    r"""The safe allocation :math:`\text{sigmoid}(\text{sign}(m)\max(|m| - k s, 0))` from the
-    posterior mean and sd of :math:`\log\sigma_a` (``(..., 2, Q)``, arms independent), with
-    :math:`m, s` those of :math:`\log\sigma_1 - \log\sigma_0` (see ``TeacherConfig.safe``)."""
-    m = log_sd_mean[..., 1, :] - log_sd_mean[..., 0, :]
-    s = np.sqrt(log_sd_sd[..., 1, :] ** 2 + log_sd_sd[..., 0, :] ** 2)
-    shrunk = np.sign(m) * np.maximum(np.abs(m) - k * s, 0.0)
-    return 1.0 / (1.0 + np.exp(-shrunk))
 
 
 class TeacherState(NamedTuple):
@@ -372,8 +370,9 @@ class ConjugateTeacher(SequentialPolicy):
 
     def decide(self, state: TeacherState, x: np.ndarray) -> dict[str, np.ndarray]:
         """All posterior quantities at queries ``x`` (B, Q, d) (see :func:`conjugate_decide`), in
-        the outcome's units (a standardizing prior's are mapped back); ``pi`` is the safe rule's
-        when ``config.safe > 0`` (so traces record the rule the teacher follows)."""
+        the outcome's units (a standardizing prior's are mapped back); ``pi`` is the log-odds
+        rule's (:func:`safe_rule`) when the configuration asks for it (``rule='log_sd'`` or
+        ``safe > 0``), so traces record the rule the teacher follows."""
         view, c, s = self._view(state)
         args = _centred(self.prior, view, self.config.prior_obs, self.robust)
         phi = jnp.asarray(self.features(x), jnp.float32)
@@ -381,8 +380,9 @@ class ConjugateTeacher(SequentialPolicy):
             k: np.asarray(v, dtype=float)
             for k, v in conjugate_decide(self._arrays, self._floor, self._both, phi, *args).items()
         }
-        if self.config.safe > 0:
-            out["pi"] = safe_rule(out["log_sd_mean"], out["log_sd_sd"], self.config.safe)
+        k = log_odds_shrinkage(self.config)
+        if k >= 0:
+            out["pi"] = safe_rule(out["log_sd_mean"], out["log_sd_sd"], k)
         if self.standardize:
             out["mean"] = c[:, None, None] + s[:, None, None] * out["mean"]
             out["sbar"] = s[:, None, None] * out["sbar"]

@@ -65,6 +65,7 @@ from scipy.linalg import solve_triangular
 
 from ..design.environment import hurdle_lognormal_moments
 from ..design.policy import History
+from ..efficiency import log_odds_shrinkage, safe_rule
 from ..regression import SeriesStats, init_stats, update_stats
 from ..spec import load_prior
 from .base import TeacherConfig
@@ -78,7 +79,6 @@ from .conjugate import (
     _predict,
     arm_moments,
     prior_from_spec,
-    safe_rule,
 )
 
 __all__ = ["HurdleState", "HurdleConjugateTeacher", "conjugate_teacher", "hurdle_decide"]
@@ -205,13 +205,15 @@ class HurdleConjugateTeacher(ConjugateTeacher):
 
     def decide(self, state: HurdleState, x: np.ndarray) -> dict[str, np.ndarray]:
         """All posterior quantities at queries ``x`` (B, Q, d) (see :func:`hurdle_decide`); ``pi``
-        is the safe rule's when ``config.safe > 0``."""
+        is the log-odds rule's (:func:`safe_rule`) when the configuration asks for it
+        (``rule='log_sd'`` or ``safe > 0``)."""
         amount, buy = self._args(state)
         phi = jnp.asarray(self.features(x), jnp.float32)
         out = hurdle_decide(self._arrays, self._buy_arrays, self._floor, self._both, phi, amount, buy)
         out = {k: np.asarray(v, dtype=float) for k, v in out.items()}
-        if self.config.safe > 0:
-            out["pi"] = safe_rule(out["log_sd_mean"], out["log_sd_sd"], self.config.safe)
+        k = log_odds_shrinkage(self.config)
+        if k >= 0:
+            out["pi"] = safe_rule(out["log_sd_mean"], out["log_sd_sd"], k)
         return out
 
     def posterior(self, history: History, x_query: np.ndarray, draws: int = 500, seed: int = 0):
