@@ -5,11 +5,13 @@ standard error), bias.
 Designs: the baselines (with `clip-smt` and `clip-ogd-sc`), the mixture teacher on a shipped
 prior that need not know the outcome's units (`unit-free` for one covariate, `checkout` for S8's
 days and orders, `checkout-score` for S7's three covariates), the same with the safe rule
-(`:safe`), and `student:pretrained` where it runs (it is trained on one covariate in [0, 1]:
-on S7 and S8 it is skipped with the reason printed).
+(`:safe`) and with the log-odds rule (`:log-odds`), on S8 also the hurdle teacher of the shipped
+revenue prior (`teacher:conjugate:revenue-hurdle`), and `student:pretrained` (the shipped
+unit-free student for the scenario's number of covariates; a scenario it cannot run is skipped
+with the reason printed).
 
     python benchmarks/efficiency.py                          # 1000 replications (hours on 2 cores)
-    python benchmarks/efficiency.py --reps 200 --horizons 300,500
+    python benchmarks/efficiency.py --reps 500 --horizons 300,500 --jobs 2
     python benchmarks/efficiency.py --quick                  # CI: 60 replications, T = 500, S1-S6
 """
 
@@ -17,6 +19,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing as mp
+import os
 import sys
 import time
 
@@ -46,11 +50,12 @@ def student_refusal(env, horizon: int) -> str | None:
 
 
 def scenario_designs(sc: str, horizon: int, student: bool = True) -> list[str]:
-    """Baselines, the mixture teacher (plain and safe) on the scenario's shipped prior (and the
-    teachers of :data:`EXTRA`), and the
-    pretrained student where it runs (the reason is printed where it does not)."""
+    """Baselines, the mixture teacher (plain, safe and log-odds) on the scenario's shipped prior,
+    the teachers of :data:`EXTRA`, and the pretrained student where it runs (the reason is
+    printed where it does not)."""
     prior = PRIORS.get(sc, "unit-free")
-    out = DESIGNS[:-1] + [f"teacher:mixture:{prior}", f"teacher:mixture:{prior}:safe", *EXTRA.get(sc, [])]
+    teachers = [f"teacher:mixture:{prior}{suffix}" for suffix in ("", ":safe", ":log-odds")]
+    out = DESIGNS[:-1] + teachers + EXTRA.get(sc, [])
     if student:
         why = student_refusal(get_scenario(sc), horizon)
         if why is None:
@@ -60,31 +65,42 @@ def scenario_designs(sc: str, horizon: int, student: bool = True) -> list[str]:
     return out + ["oracle"]
 
 
-def run(scenarios, horizons, reps, seed, designs=None, progress=False):
+def _cell(sc, T, reps, seed, designs, progress):
+    """The summary rows of one scenario and horizon."""
+    t0 = time.time()
+    names = designs or scenario_designs(sc, T)
+    ds = simulate(get_scenario(sc), names, horizon=T, reps=reps, seed=seed, keep_units=0, progress=progress)
     rows = []
-    for sc in scenarios:
-        for T in horizons:
-            t0 = time.time()
-            names = designs or scenario_designs(sc, T)
-            ds = simulate(get_scenario(sc), names, horizon=T, reps=reps, seed=seed, keep_units=0, progress=progress)
-            tab = summarize(ds)
-            for name, r in tab.iterrows():
-                cov = r["coverage"]
-                rows.append(
-                    {
-                        "scenario": sc,
-                        "T": T,
-                        "design": name,
-                        "mse_ratio": r["mse_ratio"],
-                        "design_var_ratio": r["design_var_ratio"],
-                        "realized_over_design": r["realized_over_design"],
-                        "coverage": f"{cov:.3f} ± {np.sqrt(cov * (1 - cov) / reps):.3f}",
-                        "bias": r["bias"],
-                        "mean_abs_pi_error": r["mean_abs_pi_error"],
-                    }
-                )
-            print(f"{sc} T={T}: {time.time() - t0:.0f} s", flush=True)
+    for name, r in summarize(ds).iterrows():
+        cov = r["coverage"]
+        rows.append(
+            {
+                "scenario": sc,
+                "T": T,
+                "design": name,
+                "mse_ratio": r["mse_ratio"],
+                "design_var_ratio": r["design_var_ratio"],
+                "realized_over_design": r["realized_over_design"],
+                "coverage": f"{cov:.3f} ± {np.sqrt(cov * (1 - cov) / reps):.3f}",
+                "bias": r["bias"],
+                "mean_abs_pi_error": r["mean_abs_pi_error"],
+            }
+        )
+    print(f"{sc} T={T}: {time.time() - t0:.0f} s", flush=True)
     return rows
+
+
+def run(scenarios, horizons, reps, seed, designs=None, progress=False, jobs=1):
+    """Rows of every scenario and horizon, ``jobs`` cells at a time (spawned processes with one
+    thread each), in the order of ``scenarios`` and ``horizons``."""
+    cells = [(sc, T, reps, seed, designs, progress) for sc in scenarios for T in horizons]
+    if jobs > 1:
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
+        with mp.get_context("spawn").Pool(jobs) as pool:
+            parts = pool.starmap(_cell, cells)
+    else:
+        parts = [_cell(*c) for c in cells]
+    return [r for part in parts for r in part]
 
 
 def main(argv=None):
@@ -97,6 +113,7 @@ def main(argv=None):
     ap.add_argument("--designs", default=None, help="comma-separated design names (default: per scenario, above)")
     ap.add_argument("--doc", default=str(DOC), help="markdown file to write the section into")
     ap.add_argument("--json", default=None, help="also write the rows as JSON here")
+    ap.add_argument("--jobs", type=int, default=1, help="scenario-horizon cells run in parallel processes")
     args = ap.parse_args(argv)
     reps = args.reps or (60 if args.quick else 1000)
     horizons = (
@@ -105,7 +122,7 @@ def main(argv=None):
     scenarios = args.scenarios or ("S1,S2,S3,S4,S5,S6" if args.quick else ",".join(f"S{i}" for i in range(1, 11)))
     designs = args.designs.split(",") if args.designs else (DESIGNS if args.quick else None)
     t0 = time.time()
-    rows = run(scenarios.split(","), horizons, reps, args.seed, designs)
+    rows = run(scenarios.split(","), horizons, reps, args.seed, designs, jobs=args.jobs)
     cols = [
         "scenario",
         "T",
