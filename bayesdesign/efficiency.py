@@ -36,9 +36,9 @@ def neyman(sd1: np.ndarray, sd0: np.ndarray) -> np.ndarray:
 
 
 RULES = ("sd", "log_sd")
-"""The posterior Neyman rules of the teachers: ``sd`` (:math:`\bar s_1 / (\bar s_1 + \bar s_0)`,
-:math:`\bar s_a = E[\\sigma_a \\mid H]`) and ``log_sd`` (:func:`safe_rule`: the sigmoid of the
-posterior mean of the Neyman log-odds :math:`\\log\\sigma_1 - \\log\\sigma_0`, shrunk when
+r"""The posterior Neyman rules of the teachers: ``sd`` (:math:`\bar s_1 / (\bar s_1 + \bar s_0)`,
+:math:`\bar s_a = E[\sigma_a \mid H]`) and ``log_sd`` (:func:`safe_rule`: the sigmoid of the
+posterior mean of the Neyman log-odds :math:`\log\sigma_1 - \log\sigma_0`, shrunk when
 ``safe > 0``)."""
 
 

@@ -11,7 +11,7 @@ On the command line and in :func:`bayesdesign.simulate` a teacher is the design
 
 from __future__ import annotations
 
-from ..design.registry import register_prefix, split_suffixes
+from ..design.registry import SUFFIXES, register_prefix, split_suffixes
 from ..spec import load_prior
 from .base import Teacher, TeacherConfig
 from .conjugate import ConjugateTeacher
@@ -37,8 +37,8 @@ def make_teacher(backend: str, prior, config: TeacherConfig | None = None, **kwa
         teacher = conjugate_teacher(spec, config, **kwargs)
         teacher.name = "teacher:mixture"
         return teacher
-    settings = config and (config.safe or config.robust or config.rule != "sd")
-    if backend in ("nuts", "svi") and (spec.outcome.standardize or settings):
+    conjugate_only = config is not None and (config.safe or config.robust or config.rule != "sd")
+    if backend in ("nuts", "svi") and (spec.outcome.standardize or conjugate_only):
         raise ValueError(
             f"{spec.source}: outcome.standardize and the safe / robust / log-odds settings are supported by the "
             f"conjugate and mixture teachers only, not {backend!r}"
@@ -54,7 +54,7 @@ def make_teacher(backend: str, prior, config: TeacherConfig | None = None, **kwa
     raise ValueError(f"teacher: unknown backend {backend!r}; expected one of {list(BACKENDS)}")
 
 
-SAFE = TeacherConfig(**split_suffixes("x:safe")[1])
+SAFE = TeacherConfig(**SUFFIXES["safe"])
 """The settings of a design named ``teacher:BACKEND:PRIOR:safe``."""
 
 
