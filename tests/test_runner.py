@@ -112,6 +112,9 @@ def test_cli_simulate_json_contract(tmp_path):
         assert row["mse_ratio"] == pytest.approx(mse[d] / mse["oracle"], rel=1e-9)
         assert row["bias"] == pytest.approx(float(np.mean(est - ate)), rel=1e-9, abs=1e-12)
         assert row["coverage"] == pytest.approx(float(np.mean(np.abs(est - ate) <= z * se)))
+        e2, dv = (est - ate) ** 2, ds.design_var.sel(design=d).values.mean()
+        assert row["realized_over_design"] == pytest.approx(200 * e2.mean() / dv, rel=1e-9)
+        assert row["realized_over_design_se"] == pytest.approx(200 * e2.std() / np.sqrt(5) / dv, rel=1e-9)
 
 
 def test_cli_analyze_and_errors(tmp_path, rng):
