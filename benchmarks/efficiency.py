@@ -81,6 +81,7 @@ def _cell(sc, T, reps, seed, designs, progress):
                 "mse_ratio": r["mse_ratio"],
                 "design_var_ratio": r["design_var_ratio"],
                 "realized_over_design": r["realized_over_design"],
+                "realized_over_design_se": r["realized_over_design_se"],
                 "coverage": f"{cov:.3f} ± {np.sqrt(cov * (1 - cov) / reps):.3f}",
                 "bias": r["bias"],
                 "mean_abs_pi_error": r["mean_abs_pi_error"],
@@ -130,6 +131,7 @@ def main(argv=None):
         "mse_ratio",
         "design_var_ratio",
         "realized_over_design",
+        "realized_over_design_se",
         "coverage",
         "bias",
         "mean_abs_pi_error",
@@ -140,7 +142,8 @@ def main(argv=None):
         f"designs, every design scored by the same AIPW estimator; {time.time() - t0:.0f} s in all.\n"
         "`mse_ratio`: MSE over the oracle Neyman design's MSE on the same seeds (95% interval about "
         "±10% at 500 replications); `design_var_ratio`: the variance the realised allocations imply "
-        "(true sds) over V*, far less noisy; `realized_over_design`: T * MSE over the mean design variance; "
+        "(true sds) over V*, far less noisy; `realized_over_design`: T * MSE over the mean design variance "
+        "(`realized_over_design_se`: its Monte Carlo standard error); "
         "`coverage`: of the 95% Wald interval, ± its binomial se. Command: "
         f"`python benchmarks/efficiency.py {' '.join(argv if argv is not None else sys.argv[1:])}`.\n\n"
         + md_table(rows, cols)
