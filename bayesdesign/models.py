@@ -57,7 +57,7 @@ from numpyro import handlers
 from numpyro.distributions import constraints
 from scipy.special import expit
 
-from .basis import cosine_features, prior_scales, series_eval
+from .basis import cosine_features, prior_scales
 from .design.environment import Rescaled, SeriesTaskBatch, hurdle_lognormal_moments, hurdle_lognormal_sample
 from .spec import PriorSpec, PriorSpecError, load_prior
 
@@ -150,17 +150,10 @@ class BernoulliTaskBatch(SeriesTaskBatch):
         x = self._check(x)
         return (rng.uniform(size=x.shape[:-1]) < self.mean(x, arm)).astype(float)
 
-    @property
+    @cached_property
     def ate(self) -> np.ndarray:
-        r""":math:`E[p_1(U) - p_0(U)]` per task by midpoint quadrature over the unit cube."""
-        u, w = self.quadrature()
-        out = np.empty(self.n_tasks)
-        for s in range(0, self.n_tasks, 64):  # chunks bound the (tasks, nodes) memory
-            th = self.theta_mean[s : s + 64]
-            p1 = expit(series_eval(th[:, 1], u, self.n_terms))
-            p0 = expit(series_eval(th[:, 0], u, self.n_terms))
-            out[s : s + 64] = (p1 - p0) @ w
-        return out
+        r""":math:`E[p_1(U) - p_0(U)]` per task by quadrature over the unit cube (computed once)."""
+        return _quadrature_ate(self)
 
 
 @dataclass
@@ -200,9 +193,19 @@ class HurdleTaskBatch(SeriesTaskBatch):
     def ate(self) -> np.ndarray:
         r""":math:`E[\mu_1(U) - \mu_0(U)]` per task by quadrature over the unit cube (computed once:
         ``hasattr(env, 'ate')`` evaluates it)."""
-        u, w = self.quadrature()
-        uu = np.broadcast_to(u, (self.n_tasks, *u.shape))
-        return (self.mean(uu, 1) - self.mean(uu, 0)) @ w
+        return _quadrature_ate(self)
+
+
+def _quadrature_ate(batch: SeriesTaskBatch, chunk: int = 2048) -> np.ndarray:
+    r""":math:`\sum_i w_i (\mu_1(u_i) - \mu_0(u_i))` per task over ``batch.quadrature()``, the
+    nodes in chunks shared by every task, so memory stays (tasks, chunk) whatever the node count
+    (100 000 Monte Carlo nodes for two or more covariates: all at once, 300 hurdle tasks took 2.8 GB)."""
+    u, w = batch.quadrature()
+    out = np.zeros(batch.n_tasks)
+    for s in range(0, len(w), chunk):
+        uu = np.broadcast_to(u[s : s + chunk], (batch.n_tasks, *u[s : s + chunk].shape))
+        out += (batch.mean(uu, 1) - batch.mean(uu, 0)) @ w[s : s + chunk]
+    return out
 
 
 def _draw_classes(spec: PriorSpec, rng: np.random.Generator, n: int, k: int | None) -> np.ndarray:

@@ -30,7 +30,7 @@ with :math:`\phi_0 = 1`, :math:`\phi_j(u) = \sqrt{2}\cos(\pi j u)` for
   :math:`p_a = \text{sigmoid}(f^{\text{purchase}}_a)`, :math:`m = f^{\text{log\_amount}}_a` and
   :math:`\log s = f^{\text{log\_amount\_sd}}_a`; each arm declares these three series instead of
   ``mean`` and ``log_sd``, and its mean and sd are implied
-  (:func:`bayesdesign.hurdle.hurdle_lognormal_moments`).
+  (:func:`bayesdesign.design.environment.hurdle_lognormal_moments`).
 
 A ``smoothness`` mixture with classes :math:`\beta_1..\beta_K` and weights :math:`w_k` replaces
 the ``beta`` of every series by :math:`\beta_k`, class :math:`k` having prior probability
