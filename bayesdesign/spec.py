@@ -421,6 +421,13 @@ class PriorSpec(_Base):
         """The series each arm declares (:data:`SERIES_PARTS` of the family)."""
         return SERIES_PARTS[self.family]
 
+    @property
+    def has_mean_series(self) -> bool:
+        """Series priors whose arms declare a ``mean`` series (gaussian, student_t, bernoulli): the
+        form of the fast series fits, the students' conjugate layer and the outcome offsets. False
+        for a user model and for ``hurdle_lognormal`` (three other series per arm)."""
+        return self.arms is not None and "mean" in self.parts
+
     def series(self, a: int, part: str = "mean", smoothness_class: int | None = None) -> SeriesPrior:
         """The effective series prior of ``part`` (``'mean'``, ``'log_sd'``, or for
         ``hurdle_lognormal`` ``'purchase'``, ``'log_amount'``, ``'log_amount_sd'``) of arm ``a``:

@@ -337,8 +337,7 @@ def distil(
     if swap and spec.arms is not None and spec.arm(0) != spec.arm(1):
         raise ValueError(f"swap_arms: the prior {spec.name!r} ({paths[0]}) gives the arms different series; "
                          "exchanging them is not a draw of the same prior")
-    own_layer = spec.model is None and spec.family != "hurdle_lognormal"  # the layer is the Gaussian series model
-    layer_spec = working if working is not None else (spec if own_layer else None)
+    layer_spec = working if working is not None else (spec if spec.has_mean_series else None)
     n_terms = prior_from_spec(layer_spec).n_terms if layer_spec is not None else 0
     standardize = layer_spec is not None and bool(layer_spec.outcome.standardize)
     cfg = StudentConfig(

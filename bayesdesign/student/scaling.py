@@ -70,7 +70,7 @@ class InputScaling:
         """The scaling a :class:`~bayesdesign.spec.PriorSpec` implies (``bounds`` overrides its box)."""
         low, high = spec.bounds if bounds is None else bounds
         off, scale = [0.0, 0.0], [1.0, 1.0]
-        if spec.arms is not None and spec.family != "hurdle_lognormal":  # hurdle: unscaled, as a user model
+        if spec.has_mean_series:  # a user model or a hurdle prior: unscaled
             for a in (0, 1):
                 arm = spec.arm(a)
                 if spec.family == "bernoulli":

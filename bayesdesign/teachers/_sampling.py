@@ -198,7 +198,7 @@ def model_parts(spec, smoothness_class: int | None = None) -> ModelParts:
     :func:`~bayesdesign.models.numpyro_model` of a ``hurdle_lognormal`` prior)."""
     model = numpyro_model(spec, smoothness_class)
     d = spec.d
-    if spec.model is None and spec.family != "hurdle_lognormal":
+    if spec.has_mean_series:
         fit_model, featurize = series_fit_model(spec, smoothness_class)
     else:
         xq = jnp.full((1, d), 0.5, jnp.float32)
@@ -253,7 +253,7 @@ def sd_floor(spec, floor: float, parts: ModelParts | None = None) -> np.ndarray:
     bernoulli outcomes; for a user model (and a ``hurdle_lognormal`` prior) the prior median of
     :math:`\sigma_a^2` over 400 prior draws at 8 uniform covariates.
     """
-    if spec.model is None and spec.family != "hurdle_lognormal":
+    if spec.has_mean_series:
         v0 = np.empty(2)
         k = 0 if spec.is_mixture else None
         for a in (0, 1):
