@@ -248,6 +248,14 @@ def arm_moments(prior_arrays, a: int, phi_q, gram, g_m, ee_m, g_r, ee_r, n, c, v
     return mu, mu_var, var, var_var, ev_m, ev_r
 
 
+def mix_log_sd(p_k, ls_k, ls_var_k):
+    r"""Mean and sd (2, Q) of :math:`\log\sigma_a` under the class mixture: class weights ``p_k``
+    (K,), class-conditional means ``ls_k`` and variances ``ls_var_k`` (2, K, Q), moment-matched."""
+    ls_mean = (p_k[None, :, None] * ls_k).sum(1)
+    ls_sd = jnp.sqrt(jnp.maximum((p_k[None, :, None] * (ls_var_k + ls_k**2)).sum(1) - ls_mean**2, 0.0))
+    return ls_mean, ls_sd
+
+
 def _one_task(prior_arrays, floor, both, phi_q, gram, g_m, ee_m, g_r, ee_r, n, c, v_hat, r_var):
     s_mean, s_var, off, v0, log_w = prior_arrays
     out = []
@@ -266,10 +274,7 @@ def _one_task(prior_arrays, floor, both, phi_q, gram, g_m, ee_m, g_r, ee_r, n, c
     p_k = jax.nn.softmax(log_post)  # (K,)
     sbar = jnp.stack([(p_k[:, None] * o[1]).sum(0) for o in out])  # (2, Q)
     pi = sbar[1] / (sbar[1] + sbar[0])
-    ls_k = jnp.stack([o[2] for o in out])  # (2, K, Q)
-    ls_var_k = jnp.stack([o[3] for o in out])
-    ls_mean = (p_k[None, :, None] * ls_k).sum(1)
-    ls_sd = jnp.sqrt(jnp.maximum((p_k[None, :, None] * (ls_var_k + ls_k**2)).sum(1) - ls_mean**2, 0.0))
+    ls_mean, ls_sd = mix_log_sd(p_k, jnp.stack([o[2] for o in out]), jnp.stack([o[3] for o in out]))
     mean = jnp.stack([(p_k[:, None] * o[0]).sum(0) for o in out])
     return {"pi": pi, "sbar": sbar, "class_prob": p_k, "log_sd_mean": ls_mean, "log_sd_sd": ls_sd, "mean": mean}
 

@@ -78,6 +78,7 @@ from .conjugate import (
     _centred,
     _predict,
     arm_moments,
+    mix_log_sd,
     prior_from_spec,
 )
 
@@ -126,10 +127,7 @@ def _hurdle_task(amount_prior, buy_prior, floor, both, phi_q, amount, buy):
         per_arm.append((log_sd, ls_m, ls_v, mean, ev_b + ev_m + both * ev_r))
     p_k = jax.nn.softmax(log_w + per_arm[0][4] + per_arm[1][4])  # (K,)
     log_sbar = jnp.stack([jax.scipy.special.logsumexp(jnp.log(p_k)[:, None] + o[0], axis=0) for o in per_arm])
-    ls_k = jnp.stack([o[1] for o in per_arm])  # (2, K, Q)
-    ls_var_k = jnp.stack([o[2] for o in per_arm])
-    ls_mean = (p_k[None, :, None] * ls_k).sum(1)
-    ls_sd = jnp.sqrt(jnp.maximum((p_k[None, :, None] * (ls_var_k + ls_k**2)).sum(1) - ls_mean**2, 0.0))
+    ls_mean, ls_sd = mix_log_sd(p_k, jnp.stack([o[1] for o in per_arm]), jnp.stack([o[2] for o in per_arm]))
     return {
         "pi": jax.nn.sigmoid(log_sbar[1] - log_sbar[0]),
         "sbar": jnp.exp(log_sbar),
