@@ -13,11 +13,25 @@ minimised by the Neyman rule :math:`\pi^* = \sigma_1 / (\sigma_1 + \sigma_0)` wi
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["Truth", "truth", "neyman", "safe_rule", "RULES", "log_odds_shrinkage", "design_variance"]
+from .basis import _namespace
+
+__all__ = [
+    "Truth",
+    "truth",
+    "neyman",
+    "safe_rule",
+    "log_odds",
+    "RULES",
+    "log_odds_settings",
+    "slab_grid",
+    "slab_sd",
+    "design_variance",
+]
 
 
 class Truth(NamedTuple):
@@ -42,26 +56,79 @@ posterior mean of the Neyman log-odds :math:`\log\sigma_1 - \log\sigma_0`, shrun
 ``safe > 0``)."""
 
 
-def safe_rule(log_sd_mean: np.ndarray, log_sd_sd: np.ndarray, k: float) -> np.ndarray:
-    r"""The log-odds rule :math:`\text{sigmoid}(\text{sign}(m)\max(|m| - k s, 0))` from the
-    posterior mean and sd of :math:`\log\sigma_a` (``(..., 2, Q)``, arms independent), with
-    :math:`m, s` those of :math:`\log\sigma_1 - \log\sigma_0`: with :math:`k = 0` the sigmoid of
-    the posterior mean of the Neyman log-odds, with :math:`k > 0` the safe rule (see
-    ``TeacherConfig.safe``)."""
+def safe_rule(
+    log_sd_mean: np.ndarray, log_sd_sd: np.ndarray, k: float, spike: float = 0.0, slab: float = 1.0
+) -> np.ndarray:
+    r"""The log-odds rule from the posterior mean and sd of :math:`\log\sigma_a` (``(..., 2, Q)``,
+    arms independent), with :math:`m, s` those of the Neyman log-odds
+    :math:`\delta = \log\sigma_1 - \log\sigma_0`:
+
+    .. math::
+        \pi = \text{sigmoid}\big((1 - p_0)\,\text{sign}(m)\max(|m| - k s, 0)\big).
+
+    With :math:`k = 0` and ``spike = 0`` the sigmoid of the posterior mean of :math:`\delta`;
+    :math:`k > 0` is the safe rule (``TeacherConfig.safe``). ``spike`` :math:`= \rho > 0` is the
+    prior probability of a spike at :math:`\delta(x) = 0` (the arms' sds equal at :math:`x`,
+    nothing to gain there) beside the working model's continuous prior
+    :math:`N(0, s_0^2)`, :math:`s_0` = ``slab`` (:func:`slab_sd`). By the Savage--Dickey
+    density ratio the posterior probability of the spike is
+
+    .. math::
+        p_0 = \text{sigmoid}\!\left(\log\frac{\rho}{1 - \rho} + \log\frac{s_0}{s}
+              - \frac{m^2}{2 s^2}\right),
+
+    and :math:`(1 - p_0) m` is the posterior mean of :math:`\delta` under the spike-and-slab
+    prior: where the data are as likely with equal sds the design stays near 1/2, and the spike
+    loses its weight as soon as the posterior separates the arms' sds."""
     m = log_sd_mean[..., 1, :] - log_sd_mean[..., 0, :]
     s = np.sqrt(log_sd_sd[..., 1, :] ** 2 + log_sd_sd[..., 0, :] ** 2)
-    shrunk = np.sign(m) * np.maximum(np.abs(m) - k * s, 0.0)
-    return 1.0 / (1.0 + np.exp(-shrunk))
+    return 1.0 / (1.0 + np.exp(-log_odds(m, s, k, spike, slab)))
 
 
-def log_odds_shrinkage(config) -> float:
-    """The :math:`k` of the log-odds rule a teacher configuration (a ``TeacherConfig`` or its dict,
-    as stored in traces and checkpoints; a missing ``rule`` is ``"sd"``) follows, or -1 for the
-    ``sd`` rule. ``safe > 0`` is the log-odds rule whatever ``rule`` says, as it was before
-    ``rule`` existed."""
+def log_odds(m, s, k: float = 0.0, spike: float = 0.0, slab: float = 1.0):
+    """The shrunk log-odds :math:`(1 - p_0)\\,\text{sign}(m)\\max(|m| - k s, 0)` of
+    :func:`safe_rule` from the posterior mean ``m`` and sd ``s`` of the Neyman log-odds: NumPy,
+    torch or JAX arrays (the student's conjugate layer calls it on tensors)."""
+    xp = _namespace(m)
+    excess = xp.abs(m) - k * s
+    shrunk = xp.sign(m) * 0.5 * (excess + xp.abs(excess))
+    if spike > 0:
+        s = s + 1e-12
+        log_odds0 = math.log(spike / (1.0 - spike)) + math.log(slab) - xp.log(s) - 0.5 * (m / s) ** 2
+        shrunk = shrunk * 0.5 * (1.0 - xp.tanh(0.5 * log_odds0))
+    return shrunk
+
+
+def log_odds_settings(config) -> tuple[float, float]:
+    """``(k, spike)`` of the log-odds rule a teacher configuration (a ``TeacherConfig`` or its
+    dict, as stored in traces and checkpoints) follows, or ``(-1, 0)`` for the ``sd`` rule.
+
+    A dict missing ``rule`` or ``spike`` was written before they existed and reads as ``"sd"``
+    and 0 (the defaults then). ``safe > 0`` or ``spike > 0`` is the log-odds rule whatever
+    ``rule`` says."""
     c = config.to_dict() if hasattr(config, "to_dict") else dict(config)
-    safe = float(c.get("safe", 0.0))
-    return safe if (safe > 0 or c.get("rule", "sd") == "log_sd") else -1.0
+    safe, spike = float(c.get("safe", 0.0)), float(c.get("spike", 0.0))
+    if safe > 0 or spike > 0 or c.get("rule", "sd") == "log_sd":
+        return safe, spike
+    return -1.0, 0.0
+
+
+SLAB_POINTS = 64
+
+
+def slab_grid(d: int) -> np.ndarray:
+    """The fixed points (``SLAB_POINTS``, d) of the unit cube where :func:`slab_sd` averages."""
+    if d == 1:
+        return (np.arange(SLAB_POINTS) + 0.5)[:, None] / SLAB_POINTS
+    return np.random.default_rng(0).uniform(size=(SLAB_POINTS, d))
+
+
+def slab_sd(log_sd_sd: np.ndarray) -> float:
+    r"""The prior sd :math:`s_0` of the Neyman log-odds at a point, from the prior sd of
+    :math:`\log\sigma_a` at the :func:`slab_grid` points (``(..., 2, Q)``, before any unit):
+    the root mean square over the points of :math:`\sqrt{s_{\log\sigma_1}^2 + s_{\log\sigma_0}^2}`."""
+    v = np.asarray(log_sd_sd, float).reshape(-1, 2, np.shape(log_sd_sd)[-1])
+    return float(np.sqrt((v**2).sum(1).mean()))
 
 
 def truth(env, n_mc: int = 200_000, seed: int = 0) -> Truth:

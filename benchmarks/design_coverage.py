@@ -1,10 +1,10 @@
 """Coverage of the 95% ATE interval for every design on scenarios S1-S10, with Wilson error bars.
 
 Designs: the baselines (with `clip-smt` and `clip-ogd-sc`), the mixture teacher on the scenario's
-shipped prior (`unit-free`; `checkout` on S8, `checkout-score` on S7), plain and with the safe
-rule (`:safe`), and the shipped student (`student:pretrained`) where it runs (skipped on S7 and S8
-with the reason printed: it is trained on one covariate in [0, 1]). Every design is scored by
-the same AIPW estimator on common random numbers.
+shipped prior (`unit-free`; `checkout` on S8, `checkout-score` on S7) with its default rule and
+the `:safe`, `:log-odds` and `:sd` rules (`benchmarks/efficiency.py`), and the shipped student
+(`student:pretrained`) where it runs (a scenario it cannot run is skipped with the reason
+printed). Every design is scored by the same AIPW estimator on common random numbers.
 
     python benchmarks/design_coverage.py                 # T = 2000, 500 replications per scenario
     python benchmarks/design_coverage.py --reps 1000     # DESIGN.md asks for >= 1000 for coverage

@@ -4,8 +4,10 @@ standard error), bias.
 
 Designs: the baselines (with `clip-smt` and `clip-ogd-sc`), the mixture teacher on a shipped
 prior that need not know the outcome's units (`unit-free` for one covariate, `checkout` for S8's
-days and orders, `checkout-score` for S7's three covariates), the same with the safe rule
-(`:safe`) and with the log-odds rule (`:log-odds`), on S8 also the hurdle teacher of the shipped
+days and orders, `checkout-score` for S7's three covariates; its default spike-and-slab
+log-odds rule), the same with the safe rule (`:safe`), with the log-odds rule without the spike
+(`:log-odds`) and with the Neyman ratio of posterior mean sds (`:sd`, the default before the
+spike), on S8 also the hurdle teacher of the shipped
 revenue prior (`teacher:conjugate:revenue-hurdle`), and `student:pretrained` (the shipped
 unit-free student for the scenario's number of covariates; a scenario it cannot run is skipped
 with the reason printed).
@@ -50,11 +52,11 @@ def student_refusal(env, horizon: int) -> str | None:
 
 
 def scenario_designs(sc: str, horizon: int, student: bool = True) -> list[str]:
-    """Baselines, the mixture teacher (plain, safe and log-odds) on the scenario's shipped prior,
+    """Baselines, the mixture teacher (default, safe, log-odds and sd rules) on the scenario's shipped prior,
     the teachers of :data:`EXTRA`, and the pretrained student where it runs (the reason is
     printed where it does not)."""
     prior = PRIORS.get(sc, "unit-free")
-    teachers = [f"teacher:mixture:{prior}{suffix}" for suffix in ("", ":safe", ":log-odds")]
+    teachers = [f"teacher:mixture:{prior}{suffix}" for suffix in ("", ":safe", ":log-odds", ":sd")]
     out = DESIGNS[:-1] + teachers + EXTRA.get(sc, [])
     if student:
         why = student_refusal(get_scenario(sc), horizon)

@@ -14,6 +14,7 @@ from bayesdesign.models import sample_tasks
 from bayesdesign.spec import load_prior
 from bayesdesign.student.policy import StudentPolicy, resolve_student_path
 from bayesdesign.teachers import make_teacher
+from bayesdesign.teachers.base import TeacherConfig
 
 PRETRAINED = resolve_student_path("pretrained")
 LEGACY = Path(bd.__file__).parent / "pretrained" / "student"  # the trained smoothness-mixture student
@@ -56,10 +57,11 @@ def test_imitates_the_mixture_teacher_better_than_its_zeroed_copy(n):
     a = (rng.uniform(size=(b, n)) < 0.5).astype(float)
     y = np.where(a == 1, evaluate(env, "sample_outcomes", x, 1, rng), evaluate(env, "sample_outcomes", x, 0, rng))
     xq = rng.uniform(size=(b, 8, 1))
-    teacher = make_teacher("mixture", spec)
+    trained = bd.load_policy(LEGACY, backend="torch")
+    # the teacher of its traces: the configuration it recorded (the sd rule, written before 'rule' existed)
+    teacher = make_teacher("mixture", spec, TeacherConfig.from_dict(trained.student.teacher_config))
     ref = teacher.decide(teacher.update(teacher.init(b), x, a, y, None), xq)
     truth = np.stack([np.log(evaluate(env, "sd", xq, arm)) for arm in (0, 1)], 1)
-    trained = bd.load_policy(LEGACY, backend="torch")
     fig = {}
     for name, policy in (("trained", trained), ("zeroed", _zeroed(trained))):
         out = policy.outputs(policy.update(policy.init(b), x, a, y, np.full((b, n), 0.5)), xq)

@@ -132,29 +132,31 @@ def test_padding_does_not_change_in_context_standardization(perturbed, rng):
     np.testing.assert_allclose(padded.numpy(), plain.numpy(), atol=2e-6)
 
 
-@pytest.mark.parametrize("suffix, settings",
-                         [("safe", {"safe": 0.5, "robust": True}), ("log-odds", {"rule": "log_sd"})])
-def test_rule_settings_follow_the_teacher(tmp_path, perturbed, rng, suffix, settings):
-    """A student of a teacher with the safe rule and the robust second-moment variance (the
-    settings of ``teacher:...:safe``), or with the log-odds rule (``:log-odds``), decides as that
-    JAX teacher (untrained), and with non-zero corrections the two backends agree."""
+@pytest.mark.parametrize("suffix", ["", "safe", "log-odds", "sd"])
+def test_rule_settings_follow_the_teacher(tmp_path, perturbed, rng, suffix):
+    """A student of a teacher with the default spike-and-slab rule, the safe rule and the robust
+    second-moment variance (``teacher:...:safe``), the log-odds rule (``:log-odds``) or the ratio
+    of posterior mean sds (``:sd``) decides as that JAX teacher (untrained), and with non-zero
+    corrections the two backends agree."""
+    from bayesdesign.design.registry import SUFFIXES
     from bayesdesign.teachers.base import TeacherConfig
 
+    settings = SUFFIXES.get(suffix, {})
     x, a, y, xq = _checkout(rng, b=4)
     cfg = TeacherConfig(**settings)
     teacher = make_teacher("mixture", load_prior("checkout"), cfg)  # unit-free-2 in S8's units
     ref = teacher.decide(teacher.update(teacher.init(4), x, a, y, None), xq)["pi"]
-    path = untrained_student("unit-free-2", tmp_path / suffix, teacher_config=cfg)
+    path = untrained_student("unit-free-2", tmp_path / (suffix or "default"), teacher_config=cfg)
     policies = {be: load_policy(path, bounds=(LOW, HIGH), backend=be) for be in ("engine", "torch")}
     pis = {be: _pi(p, x, a, y, xq) for be, p in policies.items()}
-    plain = _pi(load_policy("pretrained", bounds=(LOW, HIGH)), x, a, y, xq)
     for be in pis:
         np.testing.assert_allclose(pis[be], ref, atol=5e-5, rtol=0)
-    assert np.abs(plain - ref).max() > 0.01  # the rule changes the decisions here
-    named = make_design(f"student:pretrained:{suffix}", bd.get_scenario("S8"), horizon=10)  # the same settings
-    np.testing.assert_allclose(_pi(named, x, a, y, xq), pis["engine"], atol=1e-12, rtol=0)
+    named = make_design(f"student:pretrained{':' if suffix else ''}{suffix}", bd.get_scenario("S8"), horizon=10)
+    np.testing.assert_allclose(_pi(named, x, a, y, xq), pis["engine"], atol=1e-12, rtol=0)  # the same settings
+    other = make_design(f"student:pretrained{'' if suffix else ':sd'}", bd.get_scenario("S8"), horizon=10)
+    assert np.abs(_pi(other, x, a, y, xq) - ref).max() > 0.01  # the rule changes the decisions here
     perturbed_rule = copy.deepcopy(perturbed)
     perturbed_rule.teacher_config.update(settings)
-    perturbed_rule.model.conj.robust = bool(settings.get("robust", False))
+    perturbed_rule.model.conj.set_rule(perturbed_rule.teacher_config)
     both = [_pi(StudentPolicy(perturbed_rule, backend=be), x, a, y, xq) for be in ("engine", "torch")]
     np.testing.assert_allclose(both[0], both[1], atol=2e-6, rtol=0)

@@ -62,18 +62,24 @@ def test_standardize_is_checked():
         TeacherConfig(safe=-1.0)
     with pytest.raises(ValueError, match=r"rule: expected one of \['sd', 'log_sd'\], got 'median'"):
         TeacherConfig(rule="median")
-    with pytest.raises(ValueError, match="log-odds settings are supported by the conjugate and mixture"):
+    with pytest.raises(ValueError, match="log-odds / spike settings are supported by the conjugate and mixture"):
         make_teacher("svi", "beta1", TeacherConfig(rule="log_sd"))
+    with pytest.raises(ValueError, match=r"spike settings .* \(its default is the 'sd' rule"):
+        make_teacher("svi", "beta1", TeacherConfig())  # the closed-form teachers' default is not theirs
+    assert make_teacher("svi", "beta1").config.rule == "sd"
+    with pytest.raises(ValueError, match=r"spike: expected a prior probability in \[0, 1\), got 1.0"):
+        TeacherConfig(spike=1.0)
 
 
 def test_design_name_suffixes():
     assert split_suffixes("unit-free") == ("unit-free", {})
-    assert split_suffixes("unit-free:safe") == ("unit-free", {"safe": 0.5, "robust": True})
+    assert split_suffixes("unit-free:safe") == ("unit-free", {"safe": 0.5, "robust": True, "spike": 0.0})
     assert split_suffixes("priors/x.yaml:safe:log-odds") == ("priors/x.yaml", {"safe": 0.5, "robust": True,
-                                                                                "rule": "log_sd"})
+                                                                                "rule": "log_sd", "spike": 0.0})
+    assert split_suffixes("unit-free:sd") == ("unit-free", {"rule": "sd", "spike": 0.0})
     assert split_suffixes("C:/priors/x.yaml") == ("C:/priors/x.yaml", {})  # only known suffixes are taken
     named = bd.make_design("teacher:mixture:unit-free:log-odds", bd.get_scenario("S2"), 100)
-    assert named.config == TeacherConfig(rule="log_sd")
+    assert named.config == TeacherConfig(rule="log_sd", spike=0.0)
 
 
 def test_log_odds_rule_weighs_down_the_arm_whose_sd_is_uncertain(rng):
@@ -85,7 +91,7 @@ def test_log_odds_rule_weighs_down_the_arm_whose_sd_is_uncertain(rng):
     y = rng.normal(size=(1, 212))
     rules = {}
     for rule in ("sd", "log_sd"):
-        t = make_teacher("mixture", "unit-free", TeacherConfig(rule=rule))
+        t = make_teacher("mixture", "unit-free", TeacherConfig(rule=rule, spike=0.0))
         rules[rule] = t.decide(t.update(t.init(1), x, a, y, None), np.linspace(0.05, 0.95, 7)[None, :, None])
     sd, log_sd = rules["sd"], rules["log_sd"]
     np.testing.assert_allclose(sd["sbar"], log_sd["sbar"])  # one posterior, two summaries of it
@@ -115,8 +121,8 @@ def test_safe_rule_stays_at_one_half_unless_the_posterior_separates_the_sds():
 
 
 def test_safe_teacher_on_equal_sds_keeps_one_half_and_still_learns_unequal_ones(rng):
-    safe = make_teacher("mixture", "unit-free", TeacherConfig(safe=0.5, robust=True))
-    plain = make_teacher("mixture", "unit-free")
+    safe = make_teacher("mixture", "unit-free", TeacherConfig(safe=0.5, robust=True, spike=0.0))
+    plain = make_teacher("mixture", "unit-free", TeacherConfig(rule="sd", spike=0.0))
     xq = np.linspace(0.05, 0.95, 10)[:, None]
     dev = {}
     for name, env in (("S1", bd.get_scenario("S1")), ("S2", bd.get_scenario("S2"))):
@@ -133,6 +139,46 @@ def test_safe_teacher_on_equal_sds_keeps_one_half_and_still_learns_unequal_ones(
     np.testing.assert_allclose(out["pi"], safe_rule(out["log_sd_mean"], out["log_sd_sd"], 0.5))
     np.testing.assert_allclose(safe.propensity(h, xq), safe.clip.clip(out["pi"][0], 301), rtol=1e-6)
     assert dev["S2"][0] > 0.1
+
+
+def test_spike_rule_is_the_posterior_mean_under_a_spike_and_slab_prior():
+    """Savage-Dickey against Bayes' rule written out: a prior rho * delta_0 + (1 - rho) N(0, s0^2)
+    on the log-odds and a Gaussian likelihood N(l; delta, v) whose slab posterior is N(m, s^2)."""
+    rho, s0 = 0.3, 1.4
+    for lik, v in ((0.1, 0.2), (0.8, 0.2), (2.0, 0.5), (-1.5, 1.0), (0.3, 5.0)):
+        s2 = 1 / (1 / s0**2 + 1 / v)
+        m = s2 * lik / v
+        norm = lambda z, var: np.exp(-0.5 * z**2 / var) / np.sqrt(2 * np.pi * var)  # noqa: E731
+        p0 = rho * norm(lik, v) / (rho * norm(lik, v) + (1 - rho) * norm(lik, s0**2 + v))
+        mean = np.array([[[0.0], [m]]])  # (1, arm, Q): arm 0 known, arm 1 carries the log-odds
+        sd = np.array([[[0.0], [np.sqrt(s2)]]])
+        np.testing.assert_allclose(safe_rule(mean, sd, 0.0, rho, s0)[0, 0], 1 / (1 + np.exp(-(1 - p0) * m)))
+    np.testing.assert_allclose(safe_rule(mean, sd, 0.0, 0.0, s0), safe_rule(mean, sd, 0.0))  # no spike
+
+
+def test_spike_teacher_stays_nearer_one_half_on_equal_sds_only(rng):
+    """The default teacher (spike 0.3) against the log-odds rule without the spike: on S1 (equal
+    sds) it deviates from 1/2 far less; on S2 (sds apart by e^2) it follows the Neyman rule as
+    closely; its probabilities are the rule applied to its posterior."""
+    spike = make_teacher("mixture", "unit-free")
+    assert spike.config.spike == 0.3 and spike.config.rule == "log_sd"
+    plain = make_teacher("mixture", "unit-free", TeacherConfig(rule="log_sd", spike=0.0))
+    xq = np.linspace(0.05, 0.95, 10)[:, None]
+    dev = {}
+    for name in ("S1", "S2"):
+        env = bd.get_scenario(name)
+        x = env.sample_covariates(rng, 300)
+        a = rng.integers(0, 2, 300)
+        h = bd.History(x, a.astype(float), env.sample_outcomes(rng, x, a), np.full(300, 0.5))
+        dev[name] = [t.propensity(h, xq) for t in (spike, plain)]
+        target = env.sd(xq, 1) / (env.sd(xq, 1) + env.sd(xq, 0))
+        err = [np.abs(p - target).mean() for p in dev[name]]
+    assert np.abs(dev["S1"][0] - 0.5).mean() < 0.75 * np.abs(dev["S1"][1] - 0.5).mean()
+    assert err[0] < err[1] + 0.03 and np.corrcoef(dev["S2"][0], target)[0, 1] > 0.95
+    state, _ = spike.fold(bd.History(*(v[None] for v in h)))
+    out = spike.decide(state, xq[None])
+    np.testing.assert_allclose(out["pi"], safe_rule(out["log_sd_mean"], out["log_sd_sd"], 0.0, 0.3, spike.slab))
+    assert 1.0 < spike.slab < 2.0  # the unit-free prior's log-sd scale 0.7 per arm, at a point
 
 
 def test_robust_variance_regression_uses_the_kurtosis(rng):

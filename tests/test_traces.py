@@ -10,6 +10,7 @@ import bayesdesign as bd
 from bayesdesign.cli import main
 from bayesdesign.io import load_dataset
 from bayesdesign.teachers import make_teacher
+from bayesdesign.teachers.base import TeacherConfig
 from bayesdesign.traces import generate_traces, simulate_chunk
 
 
@@ -191,7 +192,7 @@ def _working_prior_student(tmp_path, traces):
     xq = rng.uniform(0, 10, (b, 6, 1))
     policy = StudentPolicy(st)
     pi = policy._raw(policy.update(policy.init(b), x, a, y, None), xq)
-    teacher = make_teacher("conjugate", working)
+    teacher = make_teacher("conjugate", working, TeacherConfig.from_dict(st.teacher_config))  # SVI's rule
     ref = teacher.decide(teacher.update(teacher.init(b), x / 10, a, y, None), xq / 10)["pi"]
     assert np.abs(pi - ref).max() < 1e-4 and np.abs(ref - 0.5).max() > 0.1
     assert load_student(tmp_path / "st").scaling.in_context is False  # the plain network sees raw outcomes

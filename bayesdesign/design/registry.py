@@ -26,13 +26,19 @@ BASELINES: dict[str, Callable] = {
     "plugin-neyman": lambda env, horizon: PluginNeyman(env.bounds),
 }
 
-SUFFIXES: dict[str, dict] = {"safe": {"safe": 0.5, "robust": True}, "log-odds": {"rule": "log_sd"}}
+SUFFIXES: dict[str, dict] = {
+    "safe": {"safe": 0.5, "robust": True, "spike": 0.0},
+    "log-odds": {"rule": "log_sd", "spike": 0.0},
+    "sd": {"rule": "sd", "spike": 0.0},
+}
 """Suffixes of teacher and student design names and the ``TeacherConfig`` settings they give:
-``teacher:mixture:unit-free:safe``, ``student:pretrained:log-odds`` (several may follow each other)."""
+``teacher:mixture:unit-free:safe`` (the safe rule, robust variance), ``:log-odds`` (the log-odds
+rule without the spike), ``:sd`` (the Neyman ratio of posterior mean sds, the default before the
+spike-and-slab rule); several may follow each other."""
 
 
 def split_suffixes(name: str) -> tuple[str, dict]:
-    """``"unit-free:safe"`` -> ``("unit-free", {"safe": 0.5, "robust": True})``: the trailing
+    """``"unit-free:safe"`` -> ``("unit-free", {"safe": 0.5, "robust": True, "spike": 0.0})``: the trailing
     :data:`SUFFIXES` of a design name removed and their settings merged."""
     settings: dict = {}
     base, sep, last = name.rpartition(":")

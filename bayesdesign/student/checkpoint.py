@@ -172,7 +172,7 @@ def load_student(path: str | Path, prior=None, bounds=None, override: bool = Fal
     if model.conj is not None:
         if override and new_spec is not None and new_spec.hash() != meta["prior_hash"]:
             _use_prior_in_layer(model, new_spec, meta, folder)
-        model.conj.robust = bool((meta.get("teacher_config") or {}).get("robust", False))
+        model.conj.set_rule(meta.get("teacher_config") or {})
         # the layer returns sds in the units the (possibly overridden) scaling implies
         model.conj.log_scale.copy_(torch.log(torch.as_tensor(scaling.y_scale, dtype=torch.float64)))
     model.eval()

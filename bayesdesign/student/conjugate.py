@@ -35,6 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from ..basis import cosine_features
+from ..efficiency import log_odds, log_odds_settings, slab_grid, slab_sd
 
 __all__ = ["ConjugateLayer", "ConjugateFit", "layer_prior", "standardize_sums", "pooled_moments"]
 
@@ -126,14 +127,53 @@ class ConjugateLayer(nn.Module):
         self.register_buffer("gh_x", torch.as_tensor(_GH_X, dtype=torch.float64), persistent=False)
         self.register_buffer("gh_w", torch.as_tensor(_GH_W, dtype=torch.float64), persistent=False)
         self.n_stats = 2 * (f * f + 2 * f + 2)
-        self.robust = False  # the teacher's robust setting (from its configuration; not saved with the weights)
+        self.set_rule({})
+
+    def set_rule(self, teacher_config: dict) -> None:
+        """The teacher's ``robust`` second-moment variance and its rule (``safe``, ``spike``, as
+        :func:`~bayesdesign.efficiency.log_odds_settings` reads them from a stored configuration),
+        which are not saved with the weights."""
+        self.robust = bool(teacher_config.get("robust", False))
+        self.safe, self.spike = log_odds_settings(teacher_config)
+        self._slab = None
+
+    @property
+    def slab(self) -> float:
+        """The spike-and-slab rule's slab (:func:`~bayesdesign.efficiency.slab_sd`): the sd of the
+        Neyman log-odds under the layer's prior, as the teacher computes it before any unit."""
+        if self._slab is None:
+            uq = torch.as_tensor(slab_grid(self.d), dtype=torch.float64, device=self.log_w.device)[None]
+            base = self.forward(torch.zeros((1, self.n_stats), dtype=torch.float64, device=uq.device), uq)
+            p = torch.softmax(self.log_w, 0)[None, None, :, None]
+            m = (p * base["ls_mean"]).sum(2)
+            sd = ((p * (base["ls_var"] + base["ls_mean"] ** 2)).sum(2) - m**2).clamp(min=0.0).sqrt()
+            self._slab = slab_sd(sd[0].T.cpu().numpy())
+        return self._slab
+
+    def rule_args(self) -> tuple[float, float, float]:
+        """``(safe, spike, slab)`` of the rule (``safe = -1``: the Neyman ratio)."""
+        if self.safe < 0:
+            return -1.0, 0.0, 1.0
+        return float(self.safe), float(self.spike), self.slab if self.spike > 0 else 1.0
+
+    def rule_logit(self, p: Tensor, ls_mean: Tensor, ls_var: Tensor) -> Tensor | None:
+        """The teacher's log-odds rule (:func:`~bayesdesign.efficiency.log_odds`) on the layer's
+        class mixture (weights ``p`` (B, 1, K, 1), per-class ``ls_mean``, ``ls_var`` (B, Q, K, 2)):
+        ``None`` for the ``sd`` rule."""
+        if self.safe < 0:
+            return None
+        m = (p * ls_mean).sum(2)
+        var = ((p * (ls_var + ls_mean**2)).sum(2) - m**2).clamp(min=0.0)  # (B, Q, 2)
+        s = (var[..., 0] + var[..., 1]).clamp(min=1e-20).sqrt()
+        return log_odds(m[..., 1] - m[..., 0], s, self.safe, self.spike, self.slab if self.spike > 0 else 1.0)
 
     def set_prior(self, arrays: dict[str, np.ndarray], teacher_config: dict | None = None) -> None:
-        """Load the arrays of :func:`layer_prior` and the teacher's ``floor`` and ``prior_obs``."""
+        """Load the arrays of :func:`layer_prior`, the teacher's ``floor`` and ``prior_obs``, and
+        its rule settings (:meth:`set_rule`)."""
         tc = teacher_config or {}
         self.floor.fill_(float(tc.get("floor", 0.05)))
         self.prior_obs.fill_(float(tc.get("prior_obs", 5.0)))
-        self.robust = bool(tc.get("robust", False))
+        self.set_rule(tc)
         for name in ("s_mean", "s_var", "log_w", "log_scale"):
             buf = getattr(self, name)
             val = torch.as_tensor(np.asarray(arrays[name]), dtype=torch.float64)

@@ -468,9 +468,6 @@ def distil(
 def _dagger_traces(out: Path, path: Path, first: TraceArrays, spec, teacher_config: dict, tasks: int, seed: int,
                    progress: bool) -> Path:
     """Roll out the student saved in ``out`` as the design; the traces' teacher labels (DAgger)."""
-    tc = dict(teacher_config)
-    if "clip" in tc:
-        tc["clip"] = ClipSchedule(**tc["clip"])
     return generate_traces(
         spec,
         first.attrs["teacher"],
@@ -481,6 +478,6 @@ def _dagger_traces(out: Path, path: Path, first: TraceArrays, spec, teacher_conf
         out=path,
         seed=seed,
         progress=progress,
-        teacher_config=TeacherConfig(**tc),
+        teacher_config=TeacherConfig.from_dict(teacher_config),
         design=load_policy(out),
     )

@@ -585,13 +585,14 @@ def _normalize_rows(x):
 
 
 @_jit
-def decide(W, keys, values, t, mean, log_p, summary, coef, cov, cm, uq, safe):
+def decide(W, keys, values, t, mean, log_p, summary, coef, cov, cm, uq, safe, spike, slab):
     r"""The unclipped Neyman probability (B, Q) at queries ``uq`` (B, Q, d) (student coordinates)
     after ``t`` units (as :meth:`StudentModel.decide`; positions ``0..t`` of the cache are the
     context: the null token and the units). A replication's queries go through the network
-    together, as the rows of one matrix. ``safe >= 0``: the teachers' log-odds rule with
-    shrinkage ``safe`` (:func:`~bayesdesign.efficiency.safe_rule`) on the student's
-    posterior mean and sd of :math:`\log\sigma_a`; ``safe < 0``: the Neyman ratio of
+    together, as the rows of one matrix. ``safe >= 0``: the logit's base is the teacher's
+    log-odds rule (:func:`~bayesdesign.efficiency.log_odds` with ``safe``, ``spike``, ``slab``)
+    on the conjugate layer's posterior instead of its Neyman ratio, as in
+    :meth:`~bayesdesign.student.model.StudentModel.decide`; ``safe < 0``: the Neyman ratio of
     :math:`\bar s_a`."""
     nl, b_size, dm = keys.shape[0], keys.shape[1], keys.shape[2]
     nh, kk = W.n_heads, W.n_classes
@@ -634,26 +635,30 @@ def decide(W, keys, values, t, mean, log_p, summary, coef, cov, cm, uq, safe):
                     terms[k] = v
                 top = terms.max()
                 lse[arm] = top + math.log(np.exp(terms - top).sum())
-            if safe < 0:
-                out[b, iq] = 1.0 / (1.0 + math.exp(lse[0] - lse[1]))
-                continue
-            for arm in range(2):  # the moment-matched mixture of log sigma_a (as StudentModel.decide)
-                m1, m2 = 0.0, 0.0
-                for k in range(kk):
-                    ek = e[iq, k * ne : (k + 1) * ne]
-                    lm = W.ex_b[k, 2 + arm] + (ek * W.ex_w[k, :, 2 + arm]).sum()
-                    ls = W.ex_b[k, 4 + arm] + (ek * W.ex_w[k, :, 4 + arm]).sum()
-                    if W.n_terms:
-                        lm += base[iq, k, 2 + arm]
-                        ls += base[iq, k, 4 + arm]
-                    pk = math.exp(log_p[b, k])
-                    m1 += pk * lm
-                    m2 += pk * (math.exp(2 * ls) + lm * lm)
-                lse[arm] = m1
-                sds[arm] = math.sqrt(max(m2 - m1 * m1, 1e-10))
-            dm_ = lse[1] - lse[0]
-            shrunk = max(abs(dm_) - safe * math.sqrt(sds[0] ** 2 + sds[1] ** 2), 0.0)
-            out[b, iq] = 1.0 / (1.0 + math.exp(-shrunk if dm_ >= 0 else shrunk))
+            logit = lse[1] - lse[0]
+            if safe >= 0 and W.n_terms:  # the teacher's log-odds rule on the layer's posterior (StudentModel.decide)
+                for arm in range(2):
+                    m1, m2 = 0.0, 0.0
+                    for k in range(kk):
+                        terms[k] = log_p[b, k] + base[iq, k, arm]
+                        pk = math.exp(log_p[b, k])
+                        lm = base[iq, k, 2 + arm]
+                        m1 += pk * lm
+                        m2 += pk * (math.exp(2 * base[iq, k, 4 + arm]) - 1e-8 + lm * lm)
+                    top = terms.max()
+                    logit -= (1 if arm else -1) * (top + math.log(np.exp(terms - top).sum()))
+                    lse[arm] = m1
+                    sds[arm] = max(m2 - m1 * m1, 0.0)
+                dm_ = lse[1] - lse[0]
+                s_d = math.sqrt(max(sds[0] + sds[1], 1e-20))
+                excess = max(abs(dm_) - safe * s_d, 0.0)
+                shrunk = excess if dm_ > 0 else (-excess if dm_ < 0 else 0.0)
+                if spike > 0:  # as efficiency.log_odds
+                    s_d += 1e-12
+                    lo0 = math.log(spike / (1.0 - spike)) + math.log(slab) - math.log(s_d) - 0.5 * (dm_ / s_d) ** 2
+                    shrunk *= 0.5 * (1.0 - math.tanh(0.5 * lo0))
+                logit += shrunk
+            out[b, iq] = 1.0 / (1.0 + math.exp(-logit))
     return out
 
 
@@ -698,6 +703,7 @@ class Engine:
         cfg = model.cfg
         self.cfg = cfg
         self.weights = engine_weights(model)
+        self._conj = model.conj if cfg.n_terms else None
         self.null = null_kv(model)
         f = 1 + cfg.d * cfg.n_terms
         self.n_stats = 2 * (f * f + 2 * f + 2) if cfg.n_terms else 2
@@ -740,12 +746,15 @@ class Engine:
         cache.filled = t + 1 + m
         return EngineState(t + m, cache, gate_sum, stats, side)
 
-    def decide(self, state: EngineState, uq: np.ndarray, safe: float = -1.0) -> np.ndarray:
+    def decide(self, state: EngineState, uq: np.ndarray) -> np.ndarray:
+        """The model's unclipped probabilities at ``uq`` (B, Q, d), under the teacher's rule as the
+        model's conjugate layer follows it at the time of the call
+        (:meth:`~bayesdesign.student.conjugate.ConjugateLayer.rule_args`)."""
         if state.side is None:
             raise ValueError("decide: the engine's state has no unit yet (the student decides from a history)")
         c, sd = state.cache, state.side
         return decide(self.weights, c.keys, c.values, state.t, sd.mean, sd.log_p, sd.summary, sd.coef, sd.cov, sd.cm,
-                      np.asarray(uq, float), float(safe))
+                      np.asarray(uq, float), *self._conj.rule_args() if self._conj is not None else (-1.0, 0.0, 1.0))
 
 
 def compiled_on_disk() -> bool:

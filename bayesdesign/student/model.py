@@ -308,8 +308,12 @@ class StudentModel(nn.Module):
     def decide(self, ctx: Context, uq: Tensor) -> dict[str, Tensor]:
         """All outputs at queries ``uq`` (B, Q, d) given an encoded history.
 
-        Returns ``logit`` and ``pi`` (B, Q) (unclipped Neyman ratio), ``log_sd_mean`` and
-        ``log_sd_sd`` (B, 2, Q), ``class_logits`` and ``class_prob`` (B, K).
+        Returns ``logit`` and ``pi`` (B, Q) (unclipped), ``log_sd_mean`` and ``log_sd_sd``
+        (B, 2, Q), ``class_logits`` and ``class_prob`` (B, K). The logit is the Neyman ratio's,
+        :math:`\\log\bar s_1 - \\log\bar s_0`, with the learned corrections; when the teacher
+        follows a log-odds rule (the conjugate layer's :meth:`~ConjugateLayer.set_rule`) its base
+        is that rule on the layer's posterior instead, the corrections' change of the ratio added:
+        so an untrained student decides as its teacher under either rule.
         """
         b = uq.shape[0]
         hs = ctx.summary if ctx.summary is not None else self.summarize(ctx)
@@ -340,6 +344,11 @@ class StudentModel(nn.Module):
         lp = log_p[:, None, :, None]  # (B, 1, K, 1)
         log_sbar = torch.logsumexp(lp + log_s, dim=2)  # (B, Q, 2)
         logit = log_sbar[..., 1] - log_sbar[..., 0]
+        if self.conj is not None and self.conj.safe >= 0:  # the teacher's log-odds rule on the layer's posterior
+            lpd = lp.double()
+            base_sbar = torch.logsumexp(lpd + base["log_sbar"], dim=2)
+            rule = self.conj.rule_logit(lpd.exp(), base["ls_mean"], base["ls_var"])
+            logit = logit + (rule - (base_sbar[..., 1] - base_sbar[..., 0])).to(logit.dtype)
         p = lp.exp()
         mean = (p * ls_m).sum(2)
         second = (p * (torch.exp(2 * ls_logsd) + ls_m**2)).sum(2)

@@ -10,8 +10,9 @@ engine (:mod:`bayesdesign.student.engine`), about six times faster per decision 
 faster per replication in lockstep simulations too. The default is the engine on the CPU.
 
 The probability actually used follows the teacher's recorded configuration: 1/2 while fewer than
-``burn_in`` units have been seen, then the student's unclipped Neyman ratio (or, where the
-teacher's ``safe`` is positive, its safe rule on the student's posterior of :math:`\log\sigma_a`) clipped to
+``burn_in`` units have been seen, then the student's unclipped probability (the Neyman ratio,
+or the teacher's log-odds rule on the conjugate layer's posterior, each with the learned
+corrections: :meth:`~bayesdesign.student.model.StudentModel.decide`), clipped to
 :math:`[\varepsilon_t, 1 - \varepsilon_t]` with the teacher's :class:`~bayesdesign.design.policy.ClipSchedule`.
 """
 
@@ -26,7 +27,6 @@ import torch
 
 from ..design.policy import ClipSchedule, SequentialPolicy
 from ..design.registry import split_suffixes
-from ..efficiency import log_odds_shrinkage, safe_rule
 from .checkpoint import Student, load_student, read_config
 from .engine import Engine, compiled_on_disk, standardize, to_unit
 from .model import Context
@@ -113,7 +113,6 @@ class StudentPolicy(SequentialPolicy):
         self.device = torch.device(device)
         self.backend = backend
         self.burn_in = int(tc.get("burn_in", 0))
-        self.safe = log_odds_shrinkage(tc)  # -1: the sd rule
         self._layers = self.model.cfg.n_layers
         self._engine = None
 
@@ -207,14 +206,11 @@ class StudentPolicy(SequentialPolicy):
         if state.t < self.burn_in:
             return np.full(x.shape[:-1], 0.5)
         if not isinstance(state, StudentState):
-            return self.engine.decide(state, to_unit(np.asarray(x, float), *self.student.scaling._box), self.safe)
+            return self.engine.decide(state, to_unit(np.asarray(x, float), *self.student.scaling._box))
         with torch.inference_mode():
             u = self._tensor(self.student.scaling.to_unit(x))
-            out = self.model.decide(self.context(state), u)
-        if self.safe >= 0:  # the teacher's log-odds rule on the student's log-sigma posterior
-            m, s = (out[k].double().cpu().numpy() for k in ("log_sd_mean", "log_sd_sd"))
-            return safe_rule(m, s, self.safe)
-        return out["pi"].double().cpu().numpy()
+            return self.model.decide(self.context(state), u)["pi"].double().cpu().numpy()
+
 
 
 PRETRAINED_DIMS = (1, 2, 3)
@@ -287,6 +283,5 @@ def design_factory(rest: str, env, horizon: int) -> StudentPolicy:
     if settings:
         policy.student.teacher_config.update(settings)
         if policy.model.conj is not None:
-            policy.model.conj.robust = bool(policy.student.teacher_config.get("robust", False))
-        policy.safe = log_odds_shrinkage(policy.student.teacher_config)
+            policy.model.conj.set_rule(policy.student.teacher_config)
     return policy

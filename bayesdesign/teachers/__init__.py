@@ -5,8 +5,10 @@ On the command line and in :func:`bayesdesign.simulate` a teacher is the design
 ``teacher:BACKEND:PRIOR``, e.g. ``teacher:conjugate:priors/beta1.yaml`` or
 ``teacher:mixture:smoothness-mixture`` (a shipped prior's name); suffixes set
 :class:`TeacherConfig` fields (:data:`~bayesdesign.design.registry.SUFFIXES`): ``:safe``
-(``teacher:mixture:unit-free:safe``) is :data:`SAFE` (``TeacherConfig(safe=0.5, robust=True)``),
-``:log-odds`` the log-odds rule (``rule="log_sd"``).
+(``teacher:mixture:unit-free:safe``) is :data:`SAFE` (``TeacherConfig(safe=0.5, robust=True,
+spike=0)``), ``:log-odds`` the log-odds rule without the spike, ``:sd`` the Neyman ratio of
+posterior mean sds (``rule="sd"``, ``spike=0``). The closed-form teachers' default is the
+spike-and-slab log-odds rule; the sampling teachers' the ``sd`` rule.
 """
 
 from __future__ import annotations
@@ -37,11 +39,12 @@ def make_teacher(backend: str, prior, config: TeacherConfig | None = None, **kwa
         teacher = conjugate_teacher(spec, config, **kwargs)
         teacher.name = "teacher:mixture"
         return teacher
-    conjugate_only = config is not None and (config.safe or config.robust or config.rule != "sd")
+    conjugate_only = config is not None and (config.safe or config.robust or config.spike or config.rule != "sd")
     if backend in ("nuts", "svi") and (spec.outcome.standardize or conjugate_only):
         raise ValueError(
-            f"{spec.source}: outcome.standardize and the safe / robust / log-odds settings are supported by the "
-            f"conjugate and mixture teachers only, not {backend!r}"
+            f"{spec.source}: outcome.standardize and the safe / robust / log-odds / spike settings are supported by "
+            f"the conjugate and mixture teachers only, not {backend!r} (its default is the 'sd' rule; "
+            "TeacherConfig(rule='sd', spike=0.0))"
         )
     if backend == "nuts":
         from .nuts import NUTSTeacher  # lazy: NumPyro's samplers load only for this backend

@@ -69,7 +69,7 @@ from ..models import evaluate_sites, mask_padding, numpyro_model, prior_arrays
 from ..models import model_args as dummy_args
 from ..spec import load_prior
 from . import evidence
-from .base import TeacherConfig
+from .base import SAMPLING_DEFAULT, TeacherConfig
 from .hurdle import conjugate_teacher
 
 __all__ = [
@@ -373,7 +373,7 @@ class SampledTeacher(SequentialPolicy):
         _check_int("evidence_draws", evidence_draws, 10)
         self.class_weights, self.evidence_draws = class_weights, int(evidence_draws)
         self.spec = spec if hasattr(spec, "hash") else load_prior(spec)
-        self.config = config or TeacherConfig()
+        self.config = config or SAMPLING_DEFAULT
         super().__init__(self.spec.bounds, self.config.clip)
         self.box_origin = f"the bounds declared by prior {self.spec.source}"
         _check_int("refit_every", refit_every)

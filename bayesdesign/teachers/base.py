@@ -8,9 +8,12 @@ probability for covariate :math:`x` is the posterior Neyman rule
     \varepsilon_t, 1 - \varepsilon_t\right), \qquad \bar s_a(x) = E[\sigma_a(x) \mid H],
 
 with the burn-in, variance floor and clip schedule of :class:`TeacherConfig`, all recorded in
-traces so that a student learns them too. The conjugate teachers also offer the *log-odds* rule
-(``rule="log_sd"``): the Neyman log-odds :math:`\log\sigma_1 - \log\sigma_0` estimated by its
-posterior mean, optionally shrunk towards 0 (the safe rule, ``safe > 0``).
+traces so that a student learns them too. The conjugate teachers follow by default the
+*spike-and-slab log-odds* rule instead (``rule="log_sd"``, ``spike=0.3``): the Neyman log-odds
+:math:`\log\sigma_1 - \log\sigma_0` estimated by its posterior mean under a prior that gives
+probability ``spike`` to "the arms' sds are equal here" (:func:`~bayesdesign.efficiency.safe_rule`),
+optionally shrunk further (the safe rule, ``safe > 0``). The sampling teachers (NUTS, SVI) follow
+the ratio above (:data:`SAMPLING_DEFAULT`).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import numpy as np
 from ..design.policy import ClipSchedule, History
 from ..efficiency import RULES
 
-__all__ = ["TeacherConfig", "Teacher"]
+__all__ = ["TeacherConfig", "Teacher", "SAMPLING_DEFAULT", "LEGACY"]
 
 
 @dataclass(frozen=True)
@@ -44,13 +47,20 @@ class TeacherConfig:
         :math:`\log\sigma_1(x) - \log\sigma_0(x)`: where the posterior cannot tell the arms'
         sds apart by more than :math:`k` posterior sds the design stays at 1/2. 0 (default): the
         posterior Neyman rule of :math:`\bar s_a`, or the log-odds rule when ``rule="log_sd"``.
-    rule : ``"sd"`` (default): :math:`\pi = \bar s_1 / (\bar s_1 + \bar s_0)`; ``"log_sd"``:
-        :math:`\pi = \text{sigmoid}(m)`, the safe rule with :math:`k = ` ``safe`` (0 by default).
+    rule : ``"log_sd"`` (default): :math:`\pi = \text{sigmoid}(m)` with :math:`m` shrunk by the
+        spike and the safe rule (:func:`~bayesdesign.efficiency.safe_rule`); ``"sd"``:
+        :math:`\pi = \bar s_1 / (\bar s_1 + \bar s_0)` (with ``spike = 0`` and ``safe = 0``).
         By Jensen :math:`\exp E\log\sigma_a \le E\sigma_a`, and the gap grows with the
         posterior spread of :math:`\sigma_a`, so ``log_sd`` weighs down the arm whose sd is
         uncertain where ``sd`` does not (docs/concepts.md, *Which Neyman rule*, has the figures).
         Conjugate and mixture teachers only; configurations written before this field existed
-        used ``"sd"``.
+        used ``"sd"`` (:data:`LEGACY`).
+    spike : :math:`\rho \in [0, 1)`, the prior probability that the arms' sds are equal at a
+        covariate (a point mass at :math:`\log\sigma_1 - \log\sigma_0 = 0` beside the working
+        model's continuous prior); the log-odds rule then uses the posterior mean of the
+        log-odds under that spike-and-slab prior, so where nothing is to be gained the design
+        stays near 1/2. 0.3 by default (docs/concepts.md, *Safe adaptivity*, has the figures);
+        0 before this field existed.
     robust : when true the conjugate teachers give the second-moment regression the noise
         variance :math:`(\hat\kappa_a - 1)\hat v_a^2` with the arm's empirical kurtosis
         :math:`\hat\kappa_a` (shrunk to 3 with ``prior_obs`` pseudo-observations) instead of the
@@ -63,7 +73,8 @@ class TeacherConfig:
     clip: ClipSchedule = field(default_factory=ClipSchedule)
     safe: float = 0.0
     robust: bool = False
-    rule: str = "sd"
+    rule: str = "log_sd"
+    spike: float = 0.3
 
     def __post_init__(self):
         if self.burn_in < 0:
@@ -76,9 +87,29 @@ class TeacherConfig:
             raise ValueError(f"safe: expected a non-negative number of posterior sds, got {self.safe}")
         if self.rule not in RULES:
             raise ValueError(f"rule: expected one of {list(RULES)}, got {self.rule!r}")
+        if not 0.0 <= self.spike < 1.0:
+            raise ValueError(f"spike: expected a prior probability in [0, 1), got {self.spike}")
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TeacherConfig:
+        """A configuration from its :meth:`to_dict` (as traces and checkpoints store it); fields
+        missing from a dict written before they existed take the values of that time
+        (:data:`LEGACY`), not today's defaults."""
+        data = {**LEGACY, **data}
+        if isinstance(data.get("clip"), dict):
+            data["clip"] = ClipSchedule(**data["clip"])
+        return cls(**data)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+LEGACY = {"rule": "sd", "spike": 0.0}
+"""Values of the fields a stored configuration may lack: those it was written under."""
+
+SAMPLING_DEFAULT = TeacherConfig(rule="sd", spike=0.0)
+"""The default of the sampling teachers (NUTS, SVI): the posterior Neyman ratio of
+:math:`\bar s_a` (they do not offer the log-odds rules)."""
 
 
 @runtime_checkable

@@ -63,7 +63,7 @@ import numpy as np
 from .. import linalg
 from ..basis import cosine_features, prior_scales
 from ..design.policy import History, SequentialPolicy
-from ..efficiency import log_odds_shrinkage, safe_rule
+from ..efficiency import log_odds_settings, safe_rule, slab_grid, slab_sd
 from ..regression import SeriesStats, init_stats, update_stats
 from ..spec import load_prior
 from .base import TeacherConfig
@@ -375,9 +375,12 @@ class ConjugateTeacher(SequentialPolicy):
 
     def decide(self, state: TeacherState, x: np.ndarray) -> dict[str, np.ndarray]:
         """All posterior quantities at queries ``x`` (B, Q, d) (see :func:`conjugate_decide`), in
-        the outcome's units (a standardizing prior's are mapped back); ``pi`` is the log-odds
-        rule's (:func:`safe_rule`) when the configuration asks for it (``rule='log_sd'`` or
-        ``safe > 0``), so traces record the rule the teacher follows."""
+        the outcome's units (a standardizing prior's are mapped back); ``pi`` is the rule's the
+        configuration names (:meth:`apply_rule`), so traces record the rule the teacher follows."""
+        return self.apply_rule(self.posterior_outputs(state, x))
+
+    def posterior_outputs(self, state: TeacherState, x: np.ndarray) -> dict[str, np.ndarray]:
+        """:meth:`decide` with ``pi`` the Neyman ratio of :math:`\bar s_a` whatever the rule."""
         view, c, s = self._view(state)
         args = _centred(self.prior, view, self.config.prior_obs, self.robust)
         phi = jnp.asarray(self.features(x), jnp.float32)
@@ -385,14 +388,28 @@ class ConjugateTeacher(SequentialPolicy):
             k: np.asarray(v, dtype=float)
             for k, v in conjugate_decide(self._arrays, self._floor, self._both, phi, *args).items()
         }
-        k = log_odds_shrinkage(self.config)
-        if k >= 0:
-            out["pi"] = safe_rule(out["log_sd_mean"], out["log_sd_sd"], k)
         if self.standardize:
             out["mean"] = c[:, None, None] + s[:, None, None] * out["mean"]
             out["sbar"] = s[:, None, None] * out["sbar"]
             out["log_sd_mean"] = np.log(s)[:, None, None] + out["log_sd_mean"]
         return out
+
+    def apply_rule(self, out: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Replace ``out["pi"]`` by the log-odds rule's (:func:`~bayesdesign.efficiency.safe_rule`)
+        when the configuration asks for it (``rule='log_sd'``, ``safe > 0`` or ``spike > 0``)."""
+        k, spike = log_odds_settings(self.config)
+        if k >= 0:
+            out["pi"] = safe_rule(out["log_sd_mean"], out["log_sd_sd"], k, spike, self.slab if spike > 0 else 1.0)
+        return out
+
+    @property
+    def slab(self) -> float:
+        """The prior sd of the Neyman log-odds at a point (:func:`~bayesdesign.efficiency.slab_sd`),
+        the slab of the spike-and-slab rule: this teacher's posterior before any unit."""
+        if getattr(self, "_slab", None) is None:
+            x = self.low + slab_grid(self.d) * (self.high - self.low)
+            self._slab = slab_sd(self.posterior_outputs(self.init(1), x[None])["log_sd_sd"])
+        return self._slab
 
     def _raw(self, state, x):
         if state.t < self.config.burn_in:

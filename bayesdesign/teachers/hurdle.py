@@ -65,7 +65,6 @@ from scipy.linalg import solve_triangular
 
 from ..design.environment import hurdle_lognormal_moments
 from ..design.policy import History
-from ..efficiency import log_odds_shrinkage, safe_rule
 from ..regression import SeriesStats, init_stats, update_stats
 from ..spec import load_prior
 from .base import TeacherConfig
@@ -201,18 +200,13 @@ class HurdleConjugateTeacher(ConjugateTeacher):
         )
         return amount, (gram, g, ee, n, v)
 
-    def decide(self, state: HurdleState, x: np.ndarray) -> dict[str, np.ndarray]:
-        """All posterior quantities at queries ``x`` (B, Q, d) (see :func:`hurdle_decide`); ``pi``
-        is the log-odds rule's (:func:`safe_rule`) when the configuration asks for it
-        (``rule='log_sd'`` or ``safe > 0``)."""
+    def posterior_outputs(self, state: HurdleState, x: np.ndarray) -> dict[str, np.ndarray]:
+        """All posterior quantities at queries ``x`` (B, Q, d) (see :func:`hurdle_decide`), ``pi``
+        the Neyman ratio; :meth:`decide` applies the configuration's rule."""
         amount, buy = self._args(state)
         phi = jnp.asarray(self.features(x), jnp.float32)
         out = hurdle_decide(self._arrays, self._buy_arrays, self._floor, self._both, phi, amount, buy)
-        out = {k: np.asarray(v, dtype=float) for k, v in out.items()}
-        k = log_odds_shrinkage(self.config)
-        if k >= 0:
-            out["pi"] = safe_rule(out["log_sd_mean"], out["log_sd_sd"], k)
-        return out
+        return {k: np.asarray(v, dtype=float) for k, v in out.items()}
 
     def posterior(self, history: History, x_query: np.ndarray, draws: int = 500, seed: int = 0):
         """Posterior draws of ``mean``, ``sd``, ``log_sd`` at ``x_query`` (Q, d) under the working
