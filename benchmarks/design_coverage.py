@@ -10,6 +10,8 @@ printed). Every design is scored by the same AIPW estimator on common random num
     python benchmarks/design_coverage.py --reps 1000     # DESIGN.md asks for >= 1000 for coverage
     python benchmarks/design_coverage.py --quick         # CI: T = 300, 40 replications
     python benchmarks/design_coverage.py --jobs 2        # scenarios in parallel processes (one thread each)
+    python benchmarks/design_coverage.py --section coverage-default \
+        --designs 'teacher:mixture:{prior},student:pretrained'  # a subset ({prior}: the scenario's prior)
 
 Alongside coverage the table gives each design's MSE ratio to the oracle and its design variance
 ratio (the noise-free efficiency figure) and `realized_over_design` (T * MSE over the mean
@@ -27,7 +29,7 @@ import time
 from pathlib import Path
 
 from _common import DOC, md_table, stamp, write_section
-from efficiency import scenario_designs
+from efficiency import PRIORS, scenario_designs
 
 from bayesdesign.design import get_scenario, simulate
 from bayesdesign.diagnostics.coverage import coverage_table
@@ -35,7 +37,8 @@ from bayesdesign.diagnostics.coverage import coverage_table
 
 def _one(sc, horizon, reps, seed, names, out_dir, batch_size, progress):
     t0 = time.time()
-    names = names or scenario_designs(sc, horizon)
+    prior = PRIORS.get(sc, "unit-free")
+    names = [n.replace("{prior}", prior) for n in names] if names else scenario_designs(sc, horizon)
     ds = simulate(
         get_scenario(sc),
         names,
@@ -77,12 +80,15 @@ def main(argv=None):
     ap.add_argument("--horizon", type=int, default=None, help="units per experiment (default 2000; quick 300)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--scenarios", default=",".join(f"S{i}" for i in range(1, 11)))
-    ap.add_argument("--designs", default=None, help="comma-separated design names (default: see above)")
+    ap.add_argument("--designs", default=None, help="comma-separated design names (default: see above); "
+                    "'{prior}' stands for the scenario's shipped prior")
     ap.add_argument("--batch-size", type=int, default=1, help="refit the designs every this many units")
     ap.add_argument("--out-dir", default=None, help="also save each scenario's results.nc (for `bayesdesign report`)")
     ap.add_argument("--doc", default=str(DOC), help="markdown file to write the section into")
     ap.add_argument("--json", default=None, help="also write the rows (every column above) as JSON here")
     ap.add_argument("--jobs", type=int, default=1, help="scenarios run in parallel processes")
+    ap.add_argument("--section", default="coverage", help="section of the markdown file to write (a subset "
+                    "of designs rerun beside the full table goes to its own section)")
     args = ap.parse_args(argv)
     reps = args.reps or (40 if args.quick else 500)
     horizon = args.horizon or (300 if args.quick else 2000)
@@ -117,8 +123,9 @@ def main(argv=None):
         "realized_over_design_se",
     ]
     flagged = [f"{r['design']} on {r['scenario']}" for r in rows if r["flag"]]
+    title = "Interval coverage" + ("" if args.section == "coverage" else f" ({args.section})")
     body = (
-        "## Interval coverage (`benchmarks/design_coverage.py`)\n\n"
+        f"## {title} (`benchmarks/design_coverage.py`)\n\n"
         f"{stamp()} T = {horizon}, {reps} replications per scenario, seed {args.seed}, designs refitted every "
         f"{args.batch_size} unit(s); "
         f"{time.time() - t0:.0f} s in all. Coverage of the 95% AIPW Wald interval with its Wilson 95% interval; "
@@ -131,7 +138,7 @@ def main(argv=None):
         + md_table(rows, cols)
         + ("\n\nFlagged: " + ", ".join(flagged) + "." if flagged else "\n\nNo cell flagged.")
     )
-    write_section("coverage" + ("-quick" if args.quick else ""), body, Path(args.doc))
+    write_section(args.section + ("-quick" if args.quick else ""), body, Path(args.doc))
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1, default=float))
     print(md_table(rows, cols))
