@@ -7,6 +7,7 @@ import pytest
 import bayesdesign as bd
 from bayesdesign.design import simulate
 from bayesdesign.design.registry import split_suffixes
+from bayesdesign.efficiency import log_odds_settings
 from bayesdesign.regression import init_stats, update_stats
 from bayesdesign.spec import PriorSpec, PriorSpecError, load_prior
 from bayesdesign.teachers import TeacherConfig, make_teacher
@@ -139,6 +140,17 @@ def test_safe_teacher_on_equal_sds_keeps_one_half_and_still_learns_unequal_ones(
     np.testing.assert_allclose(out["pi"], safe_rule(out["log_sd_mean"], out["log_sd_sd"], 0.5))
     np.testing.assert_allclose(safe.propensity(h, xq), safe.clip.clip(out["pi"][0], 301), rtol=1e-6)
     assert dev["S2"][0] > 0.1
+
+
+def test_stored_configurations_keep_the_rule_they_were_made_with():
+    """A configuration stored before 'rule' and 'spike' existed reads as the sd rule it was made
+    with, not as today's default; today's round-trips."""
+    old = {"burn_in": 10, "clip": {"eps_min": 0.02, "power": 1 / 3, "scale": 0.5}, "floor": 0.05,
+           "prior_obs": 5.0, "robust": False, "safe": 0.0}
+    cfg = TeacherConfig.from_dict(old)
+    assert (cfg.rule, cfg.spike) == ("sd", 0.0) and cfg != TeacherConfig()
+    assert TeacherConfig.from_dict(TeacherConfig().to_dict()) == TeacherConfig()
+    assert log_odds_settings(old) == (-1.0, 0.0) and log_odds_settings(TeacherConfig()) == (0.0, 0.3)
 
 
 def test_spike_rule_is_the_posterior_mean_under_a_spike_and_slab_prior():
