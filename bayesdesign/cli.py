@@ -473,6 +473,8 @@ def analyze(log, covariates, arm, outcome, propensity, level, as_json, anytime, 
 
         cov = _split(covariates) if covariates else None
         res.update(analyze_anytime(source, cov, arm, outcome, propensity, alpha=1 - level, n_star=cs_horizon))
+    for warning in res["warnings"]:
+        click.echo(f"warning: {warning}", err=True)
     if as_json:
         click.echo(json.dumps(res, indent=2))
         return

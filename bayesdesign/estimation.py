@@ -13,6 +13,11 @@ With :math:`\hat m_a^{(t-1)}` fitted on units before :math:`t` only,
 (Kato et al. 2020; Cook, Mishler & Ramdas 2024). Units are scored from the first one whose
 past holds ``min_arm_obs`` units of each arm (a predictable rule, so validity is kept): before
 that the nuisances are undefined and a far-from-zero outcome level would dominate the average.
+
+"Asymptotically" needs enough units when the scores are skewed (revenue: a few large purchases
+among many zeros). :func:`normal_check` applies Cochran's rule for the normal approximation of
+a mean (Cochran, *Sampling Techniques*, 1977, section 2.15): about :math:`25 g_1^2` units, with
+:math:`g_1` the skewness of the scores; :func:`analyze` reports it and warns below it.
 """
 
 from __future__ import annotations
@@ -26,7 +31,10 @@ from .logs import describe, read_units
 from .regression import SeriesRidge, nuisance_fitter, sequential_predictions
 from .validation import check_arms, check_finite, check_in_bounds, check_propensity, check_shape
 
-__all__ = ["AIPWResult", "aipw", "ipw", "difference_in_means", "wald_interval", "analyze"]
+__all__ = ["AIPWResult", "aipw", "ipw", "difference_in_means", "wald_interval", "normal_check", "analyze"]
+
+COCHRAN = 25.0
+"""Units per squared skewness the normal approximation of a mean needs (Cochran's rule)."""
 
 
 class AIPWResult(NamedTuple):
@@ -128,6 +136,23 @@ def difference_in_means(a, y) -> tuple[np.ndarray, np.ndarray]:
     return out[0][0] - out[1][0], np.sqrt(out[0][1] + out[1][1])
 
 
+def normal_check(scores: np.ndarray, level: float = 0.95) -> dict:
+    """Cochran's rule on the scored AIPW scores :math:`G_t` (1-D): ``score_skewness`` (the sample
+    skewness :math:`g_1`), ``cochran_n`` (:math:`\\lceil 25 g_1^2 \rceil`, the scored units the normal
+    interval needs) and ``warnings`` (a sentence when fewer units were scored; else empty)."""
+    g = np.asarray(scores, dtype=float)
+    g1 = float(stats.skew(g)) if g.size > 2 and np.ptp(g) > 0 else 0.0
+    need = int(np.ceil(COCHRAN * g1**2))
+    warnings = []
+    if g.size < need:
+        warnings.append(
+            f"the AIPW scores are skewed (skewness {g1:.2f}): the normal interval needs about 25 g1^2 = {need} "
+            f"scored units (Cochran's rule) and has {g.size}, so its coverage may fall short of {level:.0%}; "
+            "skewed outcomes (revenue) need more units before the interval is read"
+        )
+    return {"score_skewness": g1, "cochran_n": need, "warnings": warnings}
+
+
 def analyze(
     source,
     covariates: list[str] | None = None,
@@ -146,7 +171,8 @@ def analyze(
 
     Returns a dict with the AIPW ``ate``, ``se``, interval ``lower``/``upper``, the units
     (``n_units``, ``n_treated``, ``n_scored``: the first units, before ``min_arm_obs`` units of
-    each arm were observed, are not scored), and the difference in means and IPW for reference.
+    each arm were observed, are not scored), the difference in means and IPW for reference, and
+    :func:`normal_check`'s ``score_skewness``, ``cochran_n`` and ``warnings``.
     """
     where = describe(source)
     units = read_units(source, covariates, arm=arm, outcome=outcome, propensity=propensity)
@@ -180,4 +206,5 @@ def analyze(
         "dim_se": float(dim_se),
         "ipw": float(ht),
         "ipw_se": float(ht_se),
+        **normal_check(np.asarray(res.G)[np.asarray(res.scored, bool)], level),
     }

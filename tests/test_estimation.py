@@ -1,5 +1,7 @@
 """AIPW against a closed form (running arm means), equivariance, DiM/IPW, and bad input."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -7,7 +9,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from bayesdesign.design.policy import ClipSchedule
-from bayesdesign.estimation import aipw, analyze, difference_in_means, ipw, wald_interval
+from bayesdesign.estimation import aipw, analyze, difference_in_means, ipw, normal_check, wald_interval
 from bayesdesign.regression import NUISANCE_SCALE, SeriesRidge, nuisance_fitter
 
 
@@ -171,3 +173,43 @@ def test_analyze_from_a_logged_table(tmp_path, rng):
         analyze(path, arm="treated", outcome="revenue", propensity="p")
     with pytest.raises(FileNotFoundError, match="nope.csv: no such file"):
         analyze(tmp_path / "nope.csv")
+
+
+def test_cochran_rule_flags_the_samples_whose_normal_interval_undercovers(rng):
+    """Revenue-like scores (30% buyers, lognormal amounts, s = 1.2): the rule asks for several
+    hundred units, and with 100 the normal interval of the mean covers clearly less than 95%
+    (measured over 4000 samples here); Gaussian scores of the same size pass it and cover."""
+    n, reps = 100, 4000
+    mean = 0.3 * np.exp(0.72)  # E[B * LogNormal(0, 1.2)]
+    buys = rng.uniform(size=(reps, n)) < 0.3
+    revenue = np.where(buys, np.exp(1.2 * rng.standard_normal((reps, n))), 0.0)
+    gauss = rng.standard_normal((reps, n))
+    for sample, truth, flagged in ((revenue, mean, True), (gauss, 0.0, False)):
+        half = 1.959964 * sample.std(1, ddof=1) / np.sqrt(n)
+        cover = (np.abs(sample.mean(1) - truth) <= half).mean()
+        checks = [normal_check(s) for s in sample[:200]]
+        share = np.mean([bool(c["warnings"]) for c in checks])
+        if flagged:
+            assert cover < 0.92 and share > 0.9 and np.median([c["cochran_n"] for c in checks]) > 300
+            assert "Cochran's rule" in checks[0]["warnings"][0] and "has 100" in checks[0]["warnings"][0]
+        else:
+            assert 0.94 < cover < 0.96 and share == 0.0
+
+
+def test_analyze_warns_on_skewed_outcomes(tmp_path, rng):
+    from click.testing import CliRunner
+
+    from bayesdesign.cli import main
+
+    x, a, _, pi = _trial(rng, t=300)
+    s = np.where(a == 1, 1.5, 0.3)  # the treated arm's amounts the more skewed: its scores carry the skew
+    y = np.where(rng.uniform(size=300) < 0.2, np.exp(3 + s * rng.standard_normal(300)), 0.0)  # dollars
+    path = tmp_path / "log.csv"
+    pd.DataFrame({"age": x[:, 0], "a": a, "y": y, "pi": pi}).to_csv(path, index=False)
+    res = analyze(path)
+    assert res["score_skewness"] > 2 and res["cochran_n"] > res["n_scored"] and len(res["warnings"]) == 1
+    out = CliRunner().invoke(main, ["analyze", str(path), "--json"])
+    assert out.exit_code == 0 and "warning: the AIPW scores are skewed" in out.stderr
+    assert json.loads(out.stdout)["warnings"] == res["warnings"]
+    x, a, y, pi = _trial(rng, t=300)
+    assert analyze(pd.DataFrame({"age": x[:, 0], "a": a, "y": y, "pi": pi}))["warnings"] == []

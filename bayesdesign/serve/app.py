@@ -104,6 +104,7 @@ class AnalysisOut(BaseModel):
     level: float
     cs_horizon: int
     message: str | None = None
+    warnings: list[str] = []
 
 
 class Health(BaseModel):

@@ -452,7 +452,7 @@ class Core:
         table, pending = for_analysis(log)
         out = {"units": len(log), "outcomes": len(table), "ate": None, "se": None, "ci_low": None,
                "ci_high": None, "cs_low": None, "cs_high": None, "level": level,
-               "cs_horizon": live.definition.horizon, "message": None}
+               "cs_horizon": live.definition.horizon, "message": None, "warnings": []}
         if len(table) == 0:
             out["message"] = "no outcomes yet"
             return out
@@ -463,5 +463,5 @@ class Core:
             return out
         cs = analyze_anytime(table, alpha=1 - level, n_star=live.definition.horizon)
         out.update(ate=res["ate"], se=res["se"], ci_low=res["lower"], ci_high=res["upper"],
-                   cs_low=cs["cs_lower"], cs_high=cs["cs_upper"])
+                   cs_low=cs["cs_lower"], cs_high=cs["cs_upper"], warnings=res["warnings"])
         return out
