@@ -45,8 +45,8 @@ class TeacherConfig:
         :math:`\pi = \text{sigmoid}(\tilde\delta)`, :math:`\tilde\delta = \text{sign}(m)
         \max(|m| - k s, 0)`, with :math:`m` and :math:`s` the posterior mean and sd of
         :math:`\log\sigma_1(x) - \log\sigma_0(x)`: where the posterior cannot tell the arms'
-        sds apart by more than :math:`k` posterior sds the design stays at 1/2. 0 (default): the
-        posterior Neyman rule of :math:`\bar s_a`, or the log-odds rule when ``rule="log_sd"``.
+        sds apart by more than :math:`k` posterior sds the design stays at 1/2. 0 (default): no
+        threshold; ``rule`` and ``spike`` decide.
     rule : ``"log_sd"`` (default): :math:`\pi = \text{sigmoid}(m)` with :math:`m` shrunk by the
         spike and the safe rule (:func:`~bayesdesign.efficiency.safe_rule`); ``"sd"``:
         :math:`\pi = \bar s_1 / (\bar s_1 + \bar s_0)` (with ``spike = 0`` and ``safe = 0``).
@@ -59,7 +59,7 @@ class TeacherConfig:
         covariate (a point mass at :math:`\log\sigma_1 - \log\sigma_0 = 0` beside the working
         model's continuous prior); the log-odds rule then uses the posterior mean of the
         log-odds under that spike-and-slab prior, so where nothing is to be gained the design
-        stays near 1/2. 0.3 by default (docs/concepts.md, *Safe adaptivity*, has the figures);
+        stays near 1/2. 0.3 by default (docs/concepts.md, *safe adaptivity*, has the figures);
         0 before this field existed.
     robust : when true the conjugate teachers give the second-moment regression the noise
         variance :math:`(\hat\kappa_a - 1)\hat v_a^2` with the arm's empirical kurtosis
