@@ -137,35 +137,41 @@ class ConjugateLayer(nn.Module):
         self.safe, self.spike = log_odds_settings(teacher_config)
         self._slab = None
 
+    @staticmethod
+    def mixture_log_sd(p: Tensor, ls_mean: Tensor, ls_var: Tensor) -> tuple[Tensor, Tensor]:
+        r"""Mean and variance (B, Q, 2) of :math:`\log\sigma_a` under the class mixture (weights
+        ``p`` (B, 1, K, 1), per-class ``ls_mean``, ``ls_var`` (B, Q, K, 2)), moment-matched as the
+        teacher's ``mix_log_sd``."""
+        m = (p * ls_mean).sum(2)
+        return m, ((p * (ls_var + ls_mean**2)).sum(2) - m**2).clamp(min=0.0)
+
     @property
     def slab(self) -> float:
         """The spike-and-slab rule's slab (:func:`~bayesdesign.efficiency.slab_sd`): the sd of the
-        Neyman log-odds under the layer's prior, as the teacher computes it before any unit."""
+        Neyman log-odds under the layer's prior, as the teacher computes it before any unit (1
+        when the rule has no spike)."""
+        if self.spike <= 0:
+            return 1.0
         if self._slab is None:
             uq = torch.as_tensor(slab_grid(self.d), dtype=torch.float64, device=self.log_w.device)[None]
             base = self.forward(torch.zeros((1, self.n_stats), dtype=torch.float64, device=uq.device), uq)
             p = torch.softmax(self.log_w, 0)[None, None, :, None]
-            m = (p * base["ls_mean"]).sum(2)
-            sd = ((p * (base["ls_var"] + base["ls_mean"] ** 2)).sum(2) - m**2).clamp(min=0.0).sqrt()
-            self._slab = slab_sd(sd[0].T.cpu().numpy())
+            _, var = self.mixture_log_sd(p, base["ls_mean"], base["ls_var"])
+            self._slab = slab_sd(var[0].T.sqrt().cpu().numpy())
         return self._slab
 
     def rule_args(self) -> tuple[float, float, float]:
         """``(safe, spike, slab)`` of the rule (``safe = -1``: the Neyman ratio)."""
         if self.safe < 0:
             return -1.0, 0.0, 1.0
-        return float(self.safe), float(self.spike), self.slab if self.spike > 0 else 1.0
+        return float(self.safe), float(self.spike), self.slab
 
-    def rule_logit(self, p: Tensor, ls_mean: Tensor, ls_var: Tensor) -> Tensor | None:
-        """The teacher's log-odds rule (:func:`~bayesdesign.efficiency.log_odds`) on the layer's
-        class mixture (weights ``p`` (B, 1, K, 1), per-class ``ls_mean``, ``ls_var`` (B, Q, K, 2)):
-        ``None`` for the ``sd`` rule."""
-        if self.safe < 0:
-            return None
-        m = (p * ls_mean).sum(2)
-        var = ((p * (ls_var + ls_mean**2)).sum(2) - m**2).clamp(min=0.0)  # (B, Q, 2)
+    def rule_logit(self, p: Tensor, ls_mean: Tensor, ls_var: Tensor) -> Tensor:
+        """The teacher's log-odds rule (:func:`~bayesdesign.efficiency.log_odds`; ``safe >= 0``) on
+        the layer's class mixture (arguments as :meth:`mixture_log_sd`)."""
+        m, var = self.mixture_log_sd(p, ls_mean, ls_var)
         s = (var[..., 0] + var[..., 1]).clamp(min=1e-20).sqrt()
-        return log_odds(m[..., 1] - m[..., 0], s, self.safe, self.spike, self.slab if self.spike > 0 else 1.0)
+        return log_odds(m[..., 1] - m[..., 0], s, self.safe, self.spike, self.slab)
 
     def set_prior(self, arrays: dict[str, np.ndarray], teacher_config: dict | None = None) -> None:
         """Load the arrays of :func:`layer_prior`, the teacher's ``floor`` and ``prior_obs``, and

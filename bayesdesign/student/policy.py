@@ -212,7 +212,6 @@ class StudentPolicy(SequentialPolicy):
             return self.model.decide(self.context(state), u)["pi"].double().cpu().numpy()
 
 
-
 PRETRAINED_DIMS = (1, 2, 3)
 """Covariate dimensions with a shipped unit-free student (``bayesdesign/pretrained/student-dD``)."""
 

@@ -399,13 +399,16 @@ class ConjugateTeacher(SequentialPolicy):
         when the configuration asks for it (``rule='log_sd'``, ``safe > 0`` or ``spike > 0``)."""
         k, spike = log_odds_settings(self.config)
         if k >= 0:
-            out["pi"] = safe_rule(out["log_sd_mean"], out["log_sd_sd"], k, spike, self.slab if spike > 0 else 1.0)
+            out["pi"] = safe_rule(out["log_sd_mean"], out["log_sd_sd"], k, spike, self.slab)
         return out
 
     @property
     def slab(self) -> float:
         """The prior sd of the Neyman log-odds at a point (:func:`~bayesdesign.efficiency.slab_sd`),
-        the slab of the spike-and-slab rule: this teacher's posterior before any unit."""
+        the slab of the spike-and-slab rule: this teacher's posterior before any unit (1 when the
+        configuration has no spike)."""
+        if self.config.spike <= 0:
+            return 1.0
         if getattr(self, "_slab", None) is None:
             x = self.low + slab_grid(self.d) * (self.high - self.low)
             self._slab = slab_sd(self.posterior_outputs(self.init(1), x[None])["log_sd_sd"])
