@@ -14,6 +14,7 @@ minimised by the Neyman rule :math:`\pi^* = \sigma_1 / (\sigma_1 + \sigma_0)` wi
 from __future__ import annotations
 
 import math
+import warnings
 from typing import NamedTuple
 
 import numpy as np
@@ -28,6 +29,11 @@ __all__ = [
     "log_odds",
     "RULES",
     "log_odds_settings",
+    "ATOM_SAFE",
+    "atom_settings",
+    "extremes_init",
+    "extremes_update",
+    "has_atom",
     "slab_grid",
     "slab_sd",
     "design_variance",
@@ -111,6 +117,57 @@ def log_odds_settings(config) -> tuple[float, float]:
     if safe > 0 or spike > 0 or c.get("rule", "sd") == "log_sd":
         return safe, spike
     return -1.0, 0.0
+
+
+ATOM_SAFE = 0.5
+r"""The safe rule's :math:`k` on outcomes with an atom (:func:`has_atom`, :func:`atom_settings`)."""
+
+
+def atom_settings(k: float, spike: float) -> tuple[float, float]:
+    r"""``(k, spike)`` of the rule on outcomes with an atom: the log-odds rule with
+    :math:`k \ge` :data:`ATOM_SAFE` and the configured spike (``k = -1``, the Neyman ratio, becomes
+    :data:`ATOM_SAFE` too). The second-moment regression is then the robust one as well
+    (``TeacherConfig.robust``): a Gaussian working model has no atoms, and on outcomes that have one
+    (a zero-heavy revenue, most units buying nothing) the Gaussian variance of :math:`(Y - c)^2`
+    makes the posterior of the sds far too sure, so the rule chases noise (docs/concepts.md,
+    *outcomes with an atom*)."""
+    return max(float(k), ATOM_SAFE), float(spike)
+
+
+def extremes_init(batch: int) -> np.ndarray:
+    """Running extremes of no outcome, ``(batch, 4)``: minimum, its count, maximum, its count."""
+    out = np.zeros((batch, 4))
+    out[:, 0], out[:, 2] = np.inf, -np.inf
+    return out
+
+
+def extremes_update(ext: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """The running extremes (:func:`extremes_init`) after outcomes ``y`` (B, m; NaN: none): the
+    smallest and largest outcome so far and how many outcomes equal each (exact ties)."""
+    y = np.asarray(y, float)
+    if y.shape[-1] == 0:
+        return ext
+    out = np.array(ext, float, copy=True)
+    with warnings.catch_warnings():  # NaN (padding) is no outcome; an all-NaN row changes nothing
+        warnings.simplefilter("ignore", RuntimeWarning)
+        lo, hi = np.nanmin(y, -1), np.nanmax(y, -1)
+    for col, new in ((0, lo), (2, hi)):
+        ties = (y == new[:, None]).sum(-1)
+        old = out[:, col]
+        moved = new < old if col == 0 else new > old
+        out[:, col + 1] = np.where(moved, ties, out[:, col + 1] + np.where(new == old, ties, 0))
+        out[:, col] = np.where(moved, new, old)
+    return out
+
+
+def has_atom(ext: np.ndarray, n, share: float) -> np.ndarray:
+    r"""Whether the outcomes so far have an atom at an extreme, ``(B,)``: at least two of the ``n``
+    (a number or one per row)
+    outcomes, and at least ``share`` of them, equal the smallest (or the largest) one. Exact ties
+    have probability 0 under a continuous outcome law, so this never fires on one; it is unchanged
+    by :math:`y \to c + s y`. ``share = 0`` turns it off."""
+    top = np.maximum(ext[:, 1], ext[:, 3])
+    return (share > 0) & (top >= np.maximum(2.0, share * np.asarray(n, float)))
 
 
 SLAB_POINTS = 64

@@ -1,5 +1,6 @@
 """Priors that need not know the outcome's units (``outcome.standardize``), the safe and log-odds
-rules, the kurtosis-robust variance regression of the conjugate teachers, and wide log-sd priors."""
+rules, the rule for outcomes with an atom, the kurtosis-robust variance regression of the
+conjugate teachers, and wide log-sd priors."""
 
 import numpy as np
 import pytest
@@ -7,7 +8,7 @@ import pytest
 import bayesdesign as bd
 from bayesdesign.design import simulate
 from bayesdesign.design.registry import split_suffixes
-from bayesdesign.efficiency import log_odds_settings
+from bayesdesign.efficiency import extremes_init, extremes_update, has_atom, log_odds_settings
 from bayesdesign.regression import init_stats, update_stats
 from bayesdesign.spec import PriorSpec, PriorSpecError, load_prior
 from bayesdesign.teachers import TeacherConfig, make_teacher
@@ -148,7 +149,7 @@ def test_stored_configurations_keep_the_rule_they_were_made_with():
     old = {"burn_in": 10, "clip": {"eps_min": 0.02, "power": 1 / 3, "scale": 0.5}, "floor": 0.05,
            "prior_obs": 5.0, "robust": False, "safe": 0.0}
     cfg = TeacherConfig.from_dict(old)
-    assert (cfg.rule, cfg.spike) == ("sd", 0.0) and cfg != TeacherConfig()
+    assert (cfg.rule, cfg.spike, cfg.atom) == ("sd", 0.0, 0.0) and cfg != TeacherConfig()
     assert TeacherConfig.from_dict(TeacherConfig().to_dict()) == TeacherConfig()
     assert log_odds_settings(old) == (-1.0, 0.0) and log_odds_settings(TeacherConfig()) == (0.0, 0.3)
 
@@ -245,3 +246,59 @@ def test_standardizing_teacher_posterior_draws_are_in_the_outcome_units(rng):
     moved = teacher.posterior(bd.History(x, a, 1000 + 25 * y, np.full(400, 0.5)), xq, draws=300, seed=3)
     np.testing.assert_allclose(moved.posterior["mean"], 1000 + 25 * base.posterior["mean"], rtol=1e-4)
     np.testing.assert_allclose(moved.posterior["sd"], 25 * base.posterior["sd"], rtol=1e-4)
+
+
+def test_running_extremes_count_ties_as_a_direct_count(rng):
+    """Blocks of outcomes with ties (and NaN padding) against the extremes of the whole history."""
+    y = rng.choice([0.0, 1.5, 2.0, 7.25], size=(6, 90), p=[0.5, 0.2, 0.2, 0.1])
+    y[0] = rng.normal(size=90)  # continuous: each extreme once
+    y[1, :40] = 3.0  # the minimum moves after the first block
+    ext = extremes_init(6)
+    for lo, hi in ((0, 1), (1, 40), (40, 41), (41, 90)):
+        block = np.concatenate([y[:, lo:hi], np.full((6, 3), np.nan)], 1)
+        ext = extremes_update(ext, block)
+    np.testing.assert_array_equal(ext[:, 0], y.min(1))
+    np.testing.assert_array_equal(ext[:, 2], y.max(1))
+    np.testing.assert_array_equal(ext[:, 1], (y == y.min(1)[:, None]).sum(1))
+    np.testing.assert_array_equal(ext[:, 3], (y == y.max(1)[:, None]).sum(1))
+    atom = has_atom(ext, 90, 0.2)
+    assert not atom[0] and atom[1:].all()
+    flipped = extremes_update(extremes_init(6), 4.0 - 3.0 * y)  # y -> c + s y, s < 0: min and max swap
+    np.testing.assert_array_equal(has_atom(flipped, 90, 0.2), atom)
+    assert not has_atom(ext, 90, 0.0).any()  # share 0: off
+
+
+def _revenue(rng, b=4, n=300):
+    """S8's data under complete randomization, and the same outcomes with the zeros jittered."""
+    env = bd.get_scenario("S8")
+    x = env.sample_covariates(rng, b * n).reshape(b, n, 2)
+    a = (rng.uniform(size=(b, n)) < 0.5).astype(float)
+    y = env.sample_outcomes(rng, x, a)
+    return x, a, y, y + np.where(y == 0, 1e-3 * rng.uniform(size=y.shape), 0.0), x[:, :8]
+
+
+def test_atom_rule_is_the_robust_safe_rule_where_outcomes_have_an_atom(rng):
+    """On zero-heavy revenue the default teacher decides as the robust variance with the safe
+    rule 0.5 on top of the spike; on the same outcomes with the zeros jittered (no exact tie) as the
+    default without the atom share; in dollars or cents alike; and the atom rule matters here."""
+    x, a, y, jittered, xq = _revenue(rng)
+    teachers = {
+        name: make_teacher("mixture", "checkout", cfg)
+        for name, cfg in (("default", None), ("off", TeacherConfig(atom=0.0)),
+                          ("robust-safe", TeacherConfig(atom=0.0, robust=True, safe=0.5)))
+    }
+
+    def pi(name, yy):
+        t = teachers[name]
+        out = t.decide(t.update(t.init(len(yy)), x, a, yy, None), xq)
+        return out["pi"], out["atom"]
+
+    got, atom = pi("default", y)
+    assert atom.all()
+    np.testing.assert_allclose(got, pi("robust-safe", y)[0], atol=1e-12)
+    np.testing.assert_allclose(pi("default", 5.0 + 100.0 * y)[0], got, atol=1e-6)  # cents, shifted
+    assert np.abs(got - pi("off", y)[0]).max() > 0.05
+    cont, atom = pi("default", jittered)
+    assert not atom.any()
+    np.testing.assert_allclose(cont, pi("off", jittered)[0], atol=1e-12)
+    assert np.abs(got - 0.5).max() < np.abs(pi("off", y)[0] - 0.5).max()  # nearer 1/2 with the atom

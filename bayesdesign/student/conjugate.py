@@ -35,7 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from ..basis import cosine_features
-from ..efficiency import log_odds, log_odds_settings, slab_grid, slab_sd
+from ..efficiency import atom_settings, log_odds, log_odds_settings, slab_grid, slab_sd
 
 __all__ = ["ConjugateLayer", "ConjugateFit", "layer_prior", "standardize_sums", "pooled_moments"]
 
@@ -130,11 +130,13 @@ class ConjugateLayer(nn.Module):
         self.set_rule({})
 
     def set_rule(self, teacher_config: dict) -> None:
-        """The teacher's ``robust`` second-moment variance and its rule (``safe``, ``spike``, as
-        :func:`~bayesdesign.efficiency.log_odds_settings` reads them from a stored configuration),
-        which are not saved with the weights."""
+        """The teacher's ``robust`` second-moment variance, its rule (``safe``, ``spike``, as
+        :func:`~bayesdesign.efficiency.log_odds_settings` reads them from a stored configuration)
+        and its ``atom`` share (0 when the configuration has none), which are not saved with the
+        weights."""
         self.robust = bool(teacher_config.get("robust", False))
         self.safe, self.spike = log_odds_settings(teacher_config)
+        self.atom = float(teacher_config.get("atom", 0.0))
         self._slab = None
 
     @staticmethod
@@ -166,12 +168,22 @@ class ConjugateLayer(nn.Module):
             return -1.0, 0.0, 1.0
         return float(self.safe), float(self.spike), self.slab
 
-    def rule_logit(self, p: Tensor, ls_mean: Tensor, ls_var: Tensor) -> Tensor:
-        """The teacher's log-odds rule (:func:`~bayesdesign.efficiency.log_odds`; ``safe >= 0``) on
-        the layer's class mixture (arguments as :meth:`mixture_log_sd`)."""
+    def base_logit(
+        self, p: Tensor, ls_mean: Tensor, ls_var: Tensor, ratio: Tensor, atom: Tensor | None = None
+    ) -> Tensor:
+        """The teacher's rule on the layer's class mixture (arguments as :meth:`mixture_log_sd`),
+        (B, Q): its log-odds rule (:func:`~bayesdesign.efficiency.log_odds`) when ``safe >= 0``,
+        else the Neyman ratio's logit ``ratio``; in the rows where ``atom`` (B,) the rule for
+        outcomes with an atom (:func:`~bayesdesign.efficiency.atom_settings`)."""
+        gated = atom is not None and bool(atom.any())
+        if self.safe < 0 and not gated:
+            return ratio
         m, var = self.mixture_log_sd(p, ls_mean, ls_var)
-        s = (var[..., 0] + var[..., 1]).clamp(min=1e-20).sqrt()
-        return log_odds(m[..., 1] - m[..., 0], s, self.safe, self.spike, self.slab)
+        m, s = m[..., 1] - m[..., 0], (var[..., 0] + var[..., 1]).clamp(min=1e-20).sqrt()
+        out = log_odds(m, s, self.safe, self.spike, self.slab) if self.safe >= 0 else ratio
+        if gated:
+            out = torch.where(atom[:, None], log_odds(m, s, *atom_settings(self.safe, self.spike), self.slab), out)
+        return out
 
     def set_prior(self, arrays: dict[str, np.ndarray], teacher_config: dict | None = None) -> None:
         """Load the arrays of :func:`layer_prior`, the teacher's ``floor`` and ``prior_obs``, and
@@ -197,8 +209,9 @@ class ConjugateLayer(nn.Module):
         return torch.cat([per * (1 - arm)[..., None], per * arm[..., None]], -1)
 
     @torch.no_grad()
-    def fit(self, sums: Tensor) -> ConjugateFit:
-        """The history side (a function of the sums only; cacheable between decisions)."""
+    def fit(self, sums: Tensor, robust: Tensor | None = None) -> ConjugateFit:
+        """The history side (a function of the sums only; cacheable between decisions); the robust
+        second-moment variance where the configuration has it or in the rows where ``robust`` (B,)."""
         f = self.f
         b = sums.shape[0]
         st = sums.double().view(b, 2, -1)
@@ -216,11 +229,11 @@ class ConjugateLayer(nn.Module):
         # both regressions at once: (B, 2 arms, 2 regressions)
         g = torch.stack([b1, g_r], 2)
         ee = torch.stack([m2, ee_r], 2)
-        if self.robust:  # the teacher's robust rule: the arm's kurtosis, shrunk to 3 with prior_obs
+        r_var = 2 * v_hat**2
+        if self.robust or (robust is not None and bool(robust.any())):  # the arm's kurtosis, shrunk to 3
             kurt = (sum_r2.clamp(min=0.0) + 3 * self.prior_obs) / (n + self.prior_obs) / v_hat**2
-            r_var = (kurt - 1).clamp(min=0.5) * v_hat**2
-        else:
-            r_var = 2 * v_hat**2
+            rob = (kurt - 1).clamp(min=0.5) * v_hat**2
+            r_var = rob if self.robust else torch.where(robust[:, None], rob, r_var)
         v = torch.stack([v_hat, r_var], 2)
         s = torch.stack([self.s_mean, self.s_var], 1)  # (2 arms, 2 regs, K, F)
         sg = s[None] / v[..., None, None]  # (B, 2, 2, K, F) = s / v

@@ -40,6 +40,7 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit
 
+from ..efficiency import ATOM_SAFE
 from .conjugate import _GH_W, _GH_X
 from .model import _N_SCALE
 
@@ -126,13 +127,17 @@ class _Side(NamedTuple):
 
 class EngineState(NamedTuple):
     """``t`` units seen; the shared ``cache`` (keys and values); the pooled sums ``gate_sum``
-    (B, G) and ``stats`` (B, S); the history side of the next decision (``None`` before any unit)."""
+    (B, G) and ``stats`` (B, S); the history side of the next decision (``None`` before any unit);
+    which histories' outcomes have an atom (B,) (``None``: none) and their running extremes
+    (:func:`~bayesdesign.efficiency.extremes_update`; kept by the policy)."""
 
     t: int
     cache: _Cache
     gate_sum: np.ndarray
     stats: np.ndarray
     side: _Side | None = None
+    atom: np.ndarray | None = None
+    ext: np.ndarray | None = None
 
 
 def engine_weights(model) -> Weights:
@@ -370,11 +375,12 @@ def _cholesky_inverse(a, lower, inv):
 
 
 @_jit
-def _conj_fit_arm(W, st, arm, coef, cov, cm, ev):
-    """One arm's part of the conjugate layer's fit (as :meth:`ConjugateLayer.fit`) from its pooled
-    sums ``st``: writes the rows ``(arm, regression, class)`` of ``coef`` (4K, F) and ``cov``
-    (4K, F, F), ``cm[arm]`` and the log evidences ``ev[arm]`` (2, K). An arm's fit depends on its
-    own sums only, so an update refits the arms that received units."""
+def _conj_fit_arm(W, st, arm, robust, coef, cov, cm, ev):
+    """One arm's part of the conjugate layer's fit (as :meth:`ConjugateLayer.fit`, the robust
+    second-moment variance where ``W.robust`` or ``robust``) from its pooled sums ``st``: writes
+    the rows ``(arm, regression, class)`` of ``coef`` (4K, F) and ``cov`` (4K, F, F), ``cm[arm]``
+    and the log evidences ``ev[arm]`` (2, K). An arm's fit depends on its own sums (and the rule)
+    only, so an update refits the arms that received units (both when the rule changed)."""
     f, kk = 1 + W.d * W.n_terms, W.n_classes
     gram = st[: f * f].reshape((f, f))
     b1 = st[f * f : f * f + f]
@@ -396,7 +402,7 @@ def _conj_fit_arm(W, st, arm, coef, cov, cm, ev):
             for i in range(f):
                 g[i] = b2[i] - 2 * c * b1[i] + (c * c - 1.0) * gram[0, i]
             ee, v = max(sum_r2, 0.0) - 2 * syy + n, 2 * v_hat * v_hat
-            if W.robust:
+            if W.robust or robust:
                 kurt = (max(sum_r2, 0.0) + 3 * W.prior_obs) / (n + W.prior_obs) / (v_hat * v_hat)
                 v = max(kurt - 1.0, 0.5) * v_hat * v_hat
         for k in range(kk):
@@ -451,10 +457,11 @@ def _standardized(stats, f):
 
 
 @_jit
-def _history_side(W, gate_sum, n, stats, refit, mean, log_p, summary, coef, cov, cm, ev):
+def _history_side(W, gate_sum, n, stats, refit, robust, mean, log_p, summary, coef, cov, cm, ev):
     """The gate, the summary token and the conjugate fit of one replication (as
-    :meth:`StudentModel.summarize`), written into the output arrays; the conjugate fit of arm ``a``
-    is recomputed where ``refit[a]`` (the other arm's rows must hold its current fit)."""
+    :meth:`StudentModel.summarize`; ``robust`` as in :func:`_conj_fit_arm`), written into the
+    output arrays; the conjugate fit of arm ``a`` is recomputed where ``refit[a]`` (the other
+    arm's rows must hold its current fit)."""
     q = 1 + W.d * W.n_freq
     mean[:] = gate_sum / max(n, 1.0)
     kk = W.n_classes
@@ -474,7 +481,7 @@ def _history_side(W, gate_sum, n, stats, refit, mean, log_p, summary, coef, cov,
             refit[:] = True
         for arm in range(2):
             if refit[arm]:
-                _conj_fit_arm(W, stats[arm * half : (arm + 1) * half], arm, coef, cov, cm, ev)
+                _conj_fit_arm(W, stats[arm * half : (arm + 1) * half], arm, robust, coef, cov, cm, ev)
         evs = ev.sum(axis=0)  # (regression, K), summed over arms
         base = _log_softmax(W.log_w + evs[0] + W.var_evidence * evs[1])
         gate_in[o + 1 + 2 * q :] = np.maximum(base, -30.0) / 10.0
@@ -484,7 +491,8 @@ def _history_side(W, gate_sum, n, stats, refit, mean, log_p, summary, coef, cov,
 
 
 @_jit
-def update(W, keys, values, t, gate_sum, stats, u, a, y, ylay, mean, log_p, summary, coef, cov, cm, ev, refit_all):
+def update(W, keys, values, t, gate_sum, stats, u, a, y, ylay, mean, log_p, summary, coef, cov, cm, ev, refit_all,
+           robust):
     """Append units ``u`` (B, m, d), ``a``, ``y`` (B, m) (student coordinates; ``ylay`` the
     outcomes the conjugate layer sums, which differ from the tokens' ``y`` only under in-context
     standardization) to histories of ``t``
@@ -492,14 +500,15 @@ def update(W, keys, values, t, gate_sum, stats, u, a, y, ylay, mean, log_p, summ
     rows of ``values`` (L, B, H, capacity, D / H), and ``gate_sum`` (B, G) and ``stats`` (B, S) are
     extended, all in place. The history side is written into ``mean`` ... ``ev``, which hold the
     previous one on entry: the conjugate fit is recomputed for the arms that received units (for
-    both if ``refit_all``)."""
+    both in the replications where ``refit_all`` (B,)), with the robust second-moment variance
+    where ``robust`` (B,)."""
     nl, b_size, dm = keys.shape[0], keys.shape[1], keys.shape[2]
     nh, dh = values.shape[2], values.shape[4]
     m = y.shape[1]
     kv = np.empty(2 * nl * dm, np.float32)
     refit = np.empty(2, np.bool_)
     for b in range(b_size):
-        refit[:] = refit_all
+        refit[:] = refit_all[b]
         for j in range(m):
             _add_unit(W, u[b, j], a[b, j], y[b, j], ylay[b, j], kv, gate_sum[b], stats[b])
             refit[1 if a[b, j] > 0.5 else 0] = True
@@ -508,8 +517,8 @@ def update(W, keys, values, t, gate_sum, stats, u, a, y, ylay, mean, log_p, summ
                 for h in range(nh):
                     o = (nl + layer) * dm + h * dh
                     values[layer, b, h, t + 1 + j, :] = kv[o : o + dh]
-        _history_side(W, gate_sum[b], float(t + m), stats[b], refit, mean[b], log_p[b], summary[b], coef[b], cov[b],
-                      cm[b], ev[b])
+        _history_side(W, gate_sum[b], float(t + m), stats[b], refit, robust[b], mean[b], log_p[b], summary[b],
+                      coef[b], cov[b], cm[b], ev[b])
 
 
 # ---------------------------------------------------------------------------- query side
@@ -585,7 +594,7 @@ def _normalize_rows(x):
 
 
 @_jit
-def decide(W, keys, values, t, mean, log_p, summary, coef, cov, cm, uq, safe, spike, slab):
+def decide(W, keys, values, t, mean, log_p, summary, coef, cov, cm, uq, safe, spike, slab, atom, atom_safe):
     r"""The unclipped Neyman probability (B, Q) at queries ``uq`` (B, Q, d) (student coordinates)
     after ``t`` units (as :meth:`StudentModel.decide`; positions ``0..t`` of the cache are the
     context: the null token and the units). A replication's queries go through the network
@@ -593,7 +602,8 @@ def decide(W, keys, values, t, mean, log_p, summary, coef, cov, cm, uq, safe, sp
     log-odds rule (:func:`~bayesdesign.efficiency.log_odds` with ``safe``, ``spike``, ``slab``)
     on the conjugate layer's posterior instead of its Neyman ratio, as in
     :meth:`~bayesdesign.student.model.StudentModel.decide`; ``safe < 0``: the Neyman ratio of
-    :math:`\bar s_a`."""
+    :math:`\bar s_a`. In the replications where ``atom`` (B,), ``safe`` is at least ``atom_safe``
+    (:func:`~bayesdesign.efficiency.atom_settings`)."""
     nl, b_size, dm = keys.shape[0], keys.shape[1], keys.shape[2]
     nh, kk = W.n_heads, W.n_classes
     dh = dm // nh
@@ -607,6 +617,7 @@ def decide(W, keys, values, t, mean, log_p, summary, coef, cov, cm, uq, safe, sp
     att = np.empty((nq, dm), np.float32)
     nfeat = math.log1p(t) / _N_SCALE
     for b in range(b_size):
+        safe_b = max(safe, atom_safe) if atom[b] else safe
         for iq in range(nq):
             if W.n_terms:
                 _conj_predict(W, coef[b], cov[b], cm[b], uq[b, iq], base[iq])
@@ -636,7 +647,7 @@ def decide(W, keys, values, t, mean, log_p, summary, coef, cov, cm, uq, safe, sp
                 top = terms.max()
                 lse[arm] = top + math.log(np.exp(terms - top).sum())
             logit = lse[1] - lse[0]
-            if safe >= 0 and W.n_terms:  # the teacher's log-odds rule on the layer's posterior (StudentModel.decide)
+            if safe_b >= 0 and W.n_terms:  # the teacher's log-odds rule on the layer's posterior (StudentModel.decide)
                 for arm in range(2):
                     m1, m2 = 0.0, 0.0
                     for k in range(kk):
@@ -651,7 +662,7 @@ def decide(W, keys, values, t, mean, log_p, summary, coef, cov, cm, uq, safe, sp
                     sds[arm] = max(m2 - m1 * m1, 0.0)
                 dm_ = lse[1] - lse[0]
                 s_d = math.sqrt(max(sds[0] + sds[1], 1e-20))
-                excess = max(abs(dm_) - safe * s_d, 0.0)
+                excess = max(abs(dm_) - safe_b * s_d, 0.0)
                 shrunk = excess if dm_ > 0 else (-excess if dm_ < 0 else 0.0)
                 if spike > 0:  # as efficiency.log_odds
                     s_d += 1e-12
@@ -720,8 +731,9 @@ class Engine:
         return EngineState(0, cache, np.zeros((batch, self.pool_dim), np.float32), np.zeros((batch, self.n_stats)))
 
     def update(self, state: EngineState, u: np.ndarray, a: np.ndarray, y: np.ndarray,
-               y_layer: np.ndarray | None = None) -> EngineState:
-        """The next state; ``y`` the tokens' outcomes, ``y_layer`` the conjugate layer's (default ``y``)."""
+               y_layer: np.ndarray | None = None, atom: np.ndarray | None = None) -> EngineState:
+        """The next state; ``y`` the tokens' outcomes, ``y_layer`` the conjugate layer's (default
+        ``y``), ``atom`` (B,) the histories (now) with an atom in their outcomes (default none)."""
         cache, t = state.cache, state.t
         b, m = np.shape(y)
         if cache.filled != t + 1 or t + 1 + m > cache.capacity:
@@ -740,11 +752,14 @@ class Engine:
             side = _Side(np.empty_like(old.mean), np.empty_like(old.log_p), np.empty_like(old.summary), old.coef.copy(),
                          old.cov.copy(), old.cm.copy(), old.ev.copy())
         gate_sum, stats = state.gate_sum.copy(), state.stats.copy()
+        new = np.zeros(b, bool) if atom is None else np.asarray(atom, bool)
+        old = np.zeros(b, bool) if state.atom is None else state.atom
+        refit = (new != old) | (state.side is None)  # a changed rule changes both arms' fits
         update(self.weights, cache.keys, cache.values, t, gate_sum, stats, np.asarray(u, float).reshape(b, m, -1),
                np.asarray(a, float), np.asarray(y, float), np.asarray(y if y_layer is None else y_layer, float), *side,
-               state.side is None)
+               refit, new)
         cache.filled = t + 1 + m
-        return EngineState(t + m, cache, gate_sum, stats, side)
+        return EngineState(t + m, cache, gate_sum, stats, side, None if atom is None else new, state.ext)
 
     def decide(self, state: EngineState, uq: np.ndarray) -> np.ndarray:
         """The model's unclipped probabilities at ``uq`` (B, Q, d), under the teacher's rule as the
@@ -753,8 +768,10 @@ class Engine:
         if state.side is None:
             raise ValueError("decide: the engine's state has no unit yet (the student decides from a history)")
         c, sd = state.cache, state.side
+        atom = np.zeros(c.keys.shape[1], bool) if state.atom is None else state.atom
         return decide(self.weights, c.keys, c.values, state.t, sd.mean, sd.log_p, sd.summary, sd.coef, sd.cov, sd.cm,
-                      np.asarray(uq, float), *self._conj.rule_args() if self._conj is not None else (-1.0, 0.0, 1.0))
+                      np.asarray(uq, float), *self._conj.rule_args() if self._conj is not None else (-1.0, 0.0, 1.0),
+                      atom, ATOM_SAFE)
 
 
 def compiled_on_disk() -> bool:

@@ -48,11 +48,13 @@ import math
 from dataclasses import asdict, dataclass
 from typing import NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ..basis import cosine_features, cosine_terms
+from ..efficiency import extremes_init, extremes_update, has_atom
 from .conjugate import ConjugateFit, ConjugateLayer, standardize_sums
 
 __all__ = ["StudentConfig", "StudentModel", "Context"]
@@ -100,8 +102,10 @@ class Context(NamedTuple):
     """Encoded history: per layer keys and values ``(B, 1 + N, D)`` (the null token first), the
     gate's per-token features summed over real units ``(B, G)``, the history size ``n`` (B,),
     the mask ``(B, 1 + N)`` (True = null token or real unit, False = padding; ``None`` = no
-    padding), the conjugate layer's sums ``(B, S)`` float64 (``None`` without the layer) and,
-    optionally, the :class:`HistorySummary` (cached by the policy between decisions)."""
+    padding), the conjugate layer's sums ``(B, S)`` float64 (``None`` without the layer),
+    optionally the :class:`HistorySummary` (cached by the policy between decisions), and which
+    histories' outcomes have an atom (``(B,)`` bool, :func:`~bayesdesign.efficiency.has_atom`;
+    ``None``: none has), where the conjugate layer follows the teacher's rule for them."""
 
     keys: list[Tensor]
     values: list[Tensor]
@@ -110,6 +114,7 @@ class Context(NamedTuple):
     mask: Tensor | None
     stats: Tensor | None = None
     summary: HistorySummary | None = None
+    atom: Tensor | None = None
 
 
 class HistorySummary(NamedTuple):
@@ -280,7 +285,19 @@ class StudentModel(nn.Module):
             gate_sum = (g * m[..., None]).sum(1)
             stats = (stats * m.double()[..., None]).sum(1) if stats is not None else None
             mask = torch.cat([torch.ones_like(mask[:, :1]), mask], 1)
-        return Context(keys, values, gate_sum, n, mask, stats)
+        return Context(keys, values, gate_sum, n, mask, stats, atom=self._atom(y, mask, n))
+
+    def _atom(self, y: Tensor, mask: Tensor | None, n: Tensor) -> Tensor | None:
+        """Which histories' outcomes have an atom (:func:`~bayesdesign.efficiency.has_atom`, as the
+        policy finds it), when the rule has an atom share and ``y`` are the raw outcomes (in-context
+        standardization; fixed offsets map each arm apart, and the clamp ties outcomes)."""
+        if self.conj is None or not self.conj.atom or not self.cfg.standardize:
+            return None
+        yv = y.detach().double().cpu().numpy()
+        if mask is not None:
+            yv = np.where(mask[:, 1:].cpu().numpy(), yv, np.nan)
+        ext = extremes_update(extremes_init(yv.shape[0]), yv)
+        return torch.as_tensor(has_atom(ext, n.cpu().numpy(), self.conj.atom), device=y.device)
 
     # ------------------------------------------------------------------ query side
 
@@ -294,7 +311,7 @@ class StudentModel(nn.Module):
         fit = None
         if self.conj is not None:
             sums = standardize_sums(ctx.stats, self.conj.f)[0] if self.cfg.standardize else ctx.stats
-            fit = self.conj.fit(sums)
+            fit = self.conj.fit(sums, ctx.atom)
             lam = self.var_evidence.clamp(min=0.0).double()
             base_logp = F.log_softmax(self.conj.log_w + fit.ev_mean + lam * fit.ev_var, -1).to(mean.dtype)
             gate_in = torch.cat([mean, nfeat, chi, base_logp.clamp(min=-30.0) / 10.0], -1)
@@ -311,9 +328,10 @@ class StudentModel(nn.Module):
         Returns ``logit`` and ``pi`` (B, Q) (unclipped), ``log_sd_mean`` and ``log_sd_sd``
         (B, 2, Q), ``class_logits`` and ``class_prob`` (B, K). The logit is the Neyman ratio's,
         :math:`\\log\bar s_1 - \\log\bar s_0`, with the learned corrections; when the teacher
-        follows a log-odds rule (the conjugate layer's :meth:`~ConjugateLayer.set_rule`) its base
-        is that rule on the layer's posterior instead, the corrections' change of the ratio added:
-        so an untrained student decides as its teacher under either rule.
+        follows a log-odds rule (the conjugate layer's :meth:`~ConjugateLayer.set_rule`), or in
+        histories whose outcomes have an atom (``ctx.atom``), its base is that rule on the layer's
+        posterior instead (:meth:`~ConjugateLayer.base_logit`), the corrections' change of the
+        ratio added: so an untrained student decides as its teacher under every rule.
         """
         b = uq.shape[0]
         hs = ctx.summary if ctx.summary is not None else self.summarize(ctx)
@@ -344,11 +362,13 @@ class StudentModel(nn.Module):
         lp = log_p[:, None, :, None]  # (B, 1, K, 1)
         log_sbar = torch.logsumexp(lp + log_s, dim=2)  # (B, Q, 2)
         logit = log_sbar[..., 1] - log_sbar[..., 0]
-        if self.conj is not None and self.conj.safe >= 0:  # the teacher's log-odds rule on the layer's posterior
+        if self.conj is not None:  # the teacher's rule on the layer's posterior
             lpd = lp.double()
             base_sbar = torch.logsumexp(lpd + base["log_sbar"], dim=2)
-            rule = self.conj.rule_logit(lpd.exp(), base["ls_mean"], base["ls_var"])
-            logit = logit + (rule - (base_sbar[..., 1] - base_sbar[..., 0])).to(logit.dtype)
+            ratio = base_sbar[..., 1] - base_sbar[..., 0]
+            rule = self.conj.base_logit(lpd.exp(), base["ls_mean"], base["ls_var"], ratio, ctx.atom)
+            if rule is not ratio:
+                logit = logit + (rule - ratio).to(logit.dtype)
         p = lp.exp()
         mean = (p * ls_m).sum(2)
         second = (p * (torch.exp(2 * ls_logsd) + ls_m**2)).sum(2)

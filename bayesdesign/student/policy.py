@@ -27,6 +27,7 @@ import torch
 
 from ..design.policy import ClipSchedule, SequentialPolicy
 from ..design.registry import split_suffixes
+from ..efficiency import extremes_init, extremes_update, has_atom
 from .checkpoint import Student, load_student, read_config
 from .engine import Engine, compiled_on_disk, standardize, to_unit
 from .model import Context
@@ -62,14 +63,17 @@ class _KVCache:
 class StudentState(NamedTuple):
     """State of the ``torch`` backend: ``t`` units seen (the history length), the shared cache,
     the gate's running sum (B, G), the conjugate layer's running sums (B, S) (``None`` without the
-    layer) and the history side of the next decision
-    (:class:`~bayesdesign.student.model.HistorySummary`, ``None`` before any unit)."""
+    layer), the history side of the next decision
+    (:class:`~bayesdesign.student.model.HistorySummary`, ``None`` before any unit), and as in
+    :class:`~bayesdesign.student.engine.EngineState` ``atom`` and ``ext``."""
 
     t: int
     cache: _KVCache
     gate_sum: torch.Tensor
     stats: torch.Tensor | None = None
     summary: object = None
+    atom: torch.Tensor | None = None
+    ext: np.ndarray | None = None
 
 
 class StudentPolicy(SequentialPolicy):
@@ -146,11 +150,23 @@ class StudentPolicy(SequentialPolicy):
     def _tensor(self, v: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(v, dtype=torch.float32, device=self.device)
 
+    def _atoms(self, state, y) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """The running extremes after outcomes ``y`` (B, m) and which histories now have an atom
+        (:func:`~bayesdesign.efficiency.has_atom` with the teacher's ``atom`` share), or ``None``
+        twice when the rule has no atom share."""
+        conj = self.model.conj
+        if conj is None or not conj.atom:
+            return None, None
+        y = np.asarray(y, float)
+        ext = extremes_update(state.ext if state.ext is not None else extremes_init(len(y)), y)
+        return ext, has_atom(ext, state.t + y.shape[-1], conj.atom)
+
     def update(self, state, x, a, y, pi):
         """Embed the new units ``x`` (B, m, d), ``a``, ``y`` (B, m) and append them to the cache."""
         sc = self.student.scaling
         a = np.asarray(a)
         engine = not isinstance(state, StudentState)
+        ext, atom = self._atoms(state, y)
         if sc.in_context:  # tokens: standardized by the outcomes so far; the layer sums raw outcomes
             f = self.model.conj.f
             st = np.asarray(state.stats if engine else state.stats.cpu().numpy(), float).reshape(len(a), 2, -1)
@@ -164,11 +180,12 @@ class StudentPolicy(SequentialPolicy):
             u = to_unit(np.asarray(x, float), low, inv)
             if ylay is None:
                 ys = standardize(np.asarray(y, float), a, sc._y_maps[0], sc._y_maps[1], Y_CLAMP)
-            return self.engine.update(state, u, a, np.asarray(ys, float), ylay)
+            return self.engine.update(state, u, a, np.asarray(ys, float), ylay, atom)._replace(ext=ext)
         with torch.inference_mode():
-            return self._update_torch(state, sc.to_unit(x), a, sc.standardize(y, a) if ylay is None else ys, ylay)
+            new = self._update_torch(state, sc.to_unit(x), a, sc.standardize(y, a) if ylay is None else ys, ylay, atom)
+        return new._replace(ext=ext)
 
-    def _update_torch(self, state: StudentState, u, a, ys, ylay=None) -> StudentState:
+    def _update_torch(self, state: StudentState, u, a, ys, ylay=None, atom=None) -> StudentState:
         u, ys, af = self._tensor(u), self._tensor(ys), self._tensor(a)
         keys, values, g = self.model.project(u, af, ys)
         cache = state.cache.append(state.t + 1, torch.stack([*keys, *values]))
@@ -178,8 +195,9 @@ class StudentPolicy(SequentialPolicy):
             stats = stats + self.model.conj.unit_stats(u, af, yl).sum(1)
         t, gate_sum = state.t + u.shape[1], state.gate_sum + g.sum(1)
         n = torch.full((u.shape[0],), float(t), device=self.device)
-        summary = self.model.summarize(Context([], [], gate_sum, n, None, stats))  # once per update
-        return StudentState(t, cache, gate_sum, stats, summary)
+        atom = None if atom is None else torch.as_tensor(atom, device=self.device)
+        summary = self.model.summarize(Context([], [], gate_sum, n, None, stats, atom=atom))  # once per update
+        return StudentState(t, cache, gate_sum, stats, summary, atom)
 
     def context(self, state: StudentState) -> Context:
         """The :class:`~bayesdesign.student.model.Context` of a ``torch``-backend state (views into the cache)."""
@@ -187,7 +205,7 @@ class StudentPolicy(SequentialPolicy):
         b = kv.shape[1]
         n = torch.full((b,), float(state.t), device=self.device)
         keys, values = list(kv[: self._layers]), list(kv[self._layers :])
-        return Context(keys, values, state.gate_sum, n, None, state.stats, state.summary)
+        return Context(keys, values, state.gate_sum, n, None, state.stats, state.summary, state.atom)
 
     @torch.inference_mode()
     def outputs(self, state: StudentState, x: np.ndarray) -> dict[str, np.ndarray]:

@@ -65,6 +65,14 @@ class TeacherConfig:
         variance :math:`(\hat\kappa_a - 1)\hat v_a^2` with the arm's empirical kurtosis
         :math:`\hat\kappa_a` (shrunk to 3 with ``prior_obs`` pseudo-observations) instead of the
         Gaussian :math:`2 \hat v_a^2`, so heavy-tailed outcomes widen the posterior of the sds.
+    atom : :math:`q \in [0, 1]`; the conjugate teachers of continuous outcome families
+        (``gaussian``, ``student_t``) treat the outcomes as having an *atom* once at least two of
+        the :math:`n` outcomes so far, and at least :math:`q n`, equal the smallest (or largest)
+        one (:func:`~bayesdesign.efficiency.has_atom`; a zero-heavy revenue), and then decide by
+        the robust variance and the log-odds rule with ``safe`` at least 0.5
+        (:func:`~bayesdesign.efficiency.atom_settings`) in that experiment. 0.2 by default
+        (docs/concepts.md, *outcomes with an atom*, has the figures); 0 turns it off, and so did
+        configurations written before this field existed. The sampling teachers ignore it.
     """
 
     burn_in: int = 10
@@ -75,6 +83,7 @@ class TeacherConfig:
     robust: bool = False
     rule: str = "log_sd"
     spike: float = 0.3
+    atom: float = 0.2
 
     def __post_init__(self):
         if self.burn_in < 0:
@@ -89,6 +98,8 @@ class TeacherConfig:
             raise ValueError(f"rule: expected one of {list(RULES)}, got {self.rule!r}")
         if not 0.0 <= self.spike < 1.0:
             raise ValueError(f"spike: expected a prior probability in [0, 1), got {self.spike}")
+        if not 0.0 <= self.atom <= 1.0:
+            raise ValueError(f"atom: expected a share of the outcomes in [0, 1], got {self.atom}")
 
     @classmethod
     def from_dict(cls, data: dict) -> TeacherConfig:
@@ -104,10 +115,10 @@ class TeacherConfig:
         return asdict(self)
 
 
-LEGACY = {"rule": "sd", "spike": 0.0}
+LEGACY = {"rule": "sd", "spike": 0.0, "atom": 0.0}
 """Values of the fields a stored configuration may lack: those it was written under."""
 
-SAMPLING_DEFAULT = TeacherConfig(rule="sd", spike=0.0)
+SAMPLING_DEFAULT = TeacherConfig(rule="sd", spike=0.0, atom=0.0)
 """The default of the sampling teachers (NUTS, SVI): the posterior Neyman ratio of
 :math:`\bar s_a` (they do not offer the log-odds rules)."""
 

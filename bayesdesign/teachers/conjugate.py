@@ -63,7 +63,16 @@ import numpy as np
 from .. import linalg
 from ..basis import cosine_features, prior_scales
 from ..design.policy import History, SequentialPolicy
-from ..efficiency import log_odds_settings, safe_rule, slab_grid, slab_sd
+from ..efficiency import (
+    atom_settings,
+    extremes_init,
+    extremes_update,
+    has_atom,
+    log_odds_settings,
+    safe_rule,
+    slab_grid,
+    slab_sd,
+)
 from ..regression import SeriesStats, init_stats, update_stats
 from ..spec import load_prior
 from .base import TeacherConfig
@@ -171,20 +180,23 @@ def standardized_state(state: TeacherState) -> tuple[TeacherState, np.ndarray, n
     b2 = (st.b2 - 2 * ca[..., None] * st.b1 + (ca**2)[..., None] * col0) / (sa**2)[..., None]
     m3 = (state.m3 - 3 * ca * m2 + 3 * ca**2 * m1 - ca**3 * n) / sa**3
     m4 = (state.m4 - 4 * ca * state.m3 + 6 * ca**2 * m2 - 4 * ca**3 * m1 + ca**4 * n) / sa**4
-    return TeacherState(state.t, SeriesStats(st.gram, b1, b2), m3, m4), c, s
+    return TeacherState(state.t, SeriesStats(st.gram, b1, b2), m3, m4, state.ext), c, s
 
 
 class TeacherState(NamedTuple):
-    """Units seen ``t``, the per-arm series statistics and third and fourth power sums (B, 2)."""
+    """Units seen ``t``, the per-arm series statistics and third and fourth power sums (B, 2), and
+    the running extremes of the outcomes (:func:`~bayesdesign.efficiency.extremes_update`, (B, 4))."""
 
     t: int
     stats: SeriesStats
     m3: np.ndarray
     m4: np.ndarray
+    ext: np.ndarray | None = None
 
 
-def _centred(prior: ConjugatePrior, state: TeacherState, prior_obs: float, robust: bool = False):
-    """Sufficient statistics re-centred in float64, as float32 arrays for the jitted solve."""
+def _centred(prior: ConjugatePrior, state: TeacherState, prior_obs: float, robust=False):
+    """Sufficient statistics re-centred in float64, as float32 arrays for the jitted solve;
+    ``robust`` (a bool, or one per task) asks for the robust second-moment variance."""
     st = state.stats
     n = st.count
     m1, m2 = st.b1[..., 0], st.b2[..., 0]
@@ -201,9 +213,10 @@ def _centred(prior: ConjugatePrior, state: TeacherState, prior_obs: float, robus
     ee_r = np.maximum(sum_r2, 0.0) - 2 * v0 * syy + v0**2 * n
     f32 = lambda v: jnp.asarray(v, dtype=jnp.float32)  # noqa: E731
     r_var = 2.0 * v_hat**2  # Var((Y - c)^2) of a Gaussian
-    if robust:  # the arm's kurtosis, shrunk to the Gaussian 3 with the same pseudo-observations
+    robust = np.asarray(robust, bool).reshape(-1, 1) if np.ndim(robust) else bool(robust)
+    if np.any(robust):  # the arm's kurtosis, shrunk to the Gaussian 3 with the same pseudo-observations
         kurt = (np.maximum(sum_r2, 0.0) + prior_obs * 3.0 * v0**2) / (n + prior_obs) / v_hat**2
-        r_var = np.maximum(kurt - 1.0, 0.5) * v_hat**2
+        r_var = np.where(robust, np.maximum(kurt - 1.0, 0.5) * v_hat**2, r_var)
     return tuple(map(f32, (st.gram, g_m, ee_m, g_r, ee_r, n, c, v_hat, r_var)))
 
 
@@ -343,6 +356,7 @@ class ConjugateTeacher(SequentialPolicy):
         self._both = jnp.float32(variance_evidence)
         self.standardize = bool(self.spec.outcome.standardize)
         self.robust = self.config.robust
+        self.atom = self.config.atom if self.spec.family in ("gaussian", "student_t") else 0.0
 
     def _view(self, state: TeacherState) -> tuple[TeacherState, np.ndarray, np.ndarray]:
         """The state the posterior is computed from, and the outcome location and scale (B,)."""
@@ -360,7 +374,7 @@ class ConjugateTeacher(SequentialPolicy):
 
     def init(self, batch: int) -> TeacherState:
         z = np.zeros((batch, 2))
-        return TeacherState(0, init_stats(batch, self.n_feat), z, z.copy())
+        return TeacherState(0, init_stats(batch, self.n_feat), z, z.copy(), extremes_init(batch))
 
     def update(self, state: TeacherState, x, a, y, pi) -> TeacherState:
         a = np.asarray(a, dtype=float)
@@ -371,7 +385,14 @@ class ConjugateTeacher(SequentialPolicy):
             update_stats(state.stats, self.features(x), a, y),
             state.m3 + (w * (y**3)[:, None]).sum(-1),
             state.m4 + (w * (y**4)[:, None]).sum(-1),
+            extremes_update(state.ext if state.ext is not None else extremes_init(len(y)), y),
         )
+
+    def atom_rows(self, state: TeacherState) -> np.ndarray:
+        """Whether each task's outcomes so far have an atom (``TeacherConfig.atom``), (B,)."""
+        if not self.atom or state.ext is None:
+            return np.zeros(state.m3.shape[0], bool)
+        return has_atom(state.ext, state.t, self.atom)
 
     def decide(self, state: TeacherState, x: np.ndarray) -> dict[str, np.ndarray]:
         """All posterior quantities at queries ``x`` (B, Q, d) (see :func:`conjugate_decide`), in
@@ -380,9 +401,11 @@ class ConjugateTeacher(SequentialPolicy):
         return self.apply_rule(self.posterior_outputs(state, x))
 
     def posterior_outputs(self, state: TeacherState, x: np.ndarray) -> dict[str, np.ndarray]:
-        """:meth:`decide` with ``pi`` the Neyman ratio of :math:`\bar s_a` whatever the rule."""
+        """:meth:`decide` with ``pi`` the Neyman ratio of :math:`\bar s_a` whatever the rule, and
+        ``atom`` (B,): whether the rule is the one for outcomes with an atom (:meth:`apply_rule`)."""
         view, c, s = self._view(state)
-        args = _centred(self.prior, view, self.config.prior_obs, self.robust)
+        atom = self.atom_rows(state)
+        args = _centred(self.prior, view, self.config.prior_obs, self.robust or atom)
         phi = jnp.asarray(self.features(x), jnp.float32)
         out = {
             k: np.asarray(v, dtype=float)
@@ -392,14 +415,21 @@ class ConjugateTeacher(SequentialPolicy):
             out["mean"] = c[:, None, None] + s[:, None, None] * out["mean"]
             out["sbar"] = s[:, None, None] * out["sbar"]
             out["log_sd_mean"] = np.log(s)[:, None, None] + out["log_sd_mean"]
+        out["atom"] = atom
         return out
 
     def apply_rule(self, out: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Replace ``out["pi"]`` by the log-odds rule's (:func:`~bayesdesign.efficiency.safe_rule`)
-        when the configuration asks for it (``rule='log_sd'``, ``safe > 0`` or ``spike > 0``)."""
+        when the configuration asks for it (``rule='log_sd'``, ``safe > 0`` or ``spike > 0``), and
+        in tasks whose outcomes have an atom (``out["atom"]``) by the rule for them
+        (:func:`~bayesdesign.efficiency.atom_settings`)."""
         k, spike = log_odds_settings(self.config)
         if k >= 0:
             out["pi"] = safe_rule(out["log_sd_mean"], out["log_sd_sd"], k, spike, self.slab)
+        atom = out.get("atom")
+        if atom is not None and atom.any():
+            gated = safe_rule(out["log_sd_mean"], out["log_sd_sd"], *atom_settings(k, spike), self.slab)
+            out["pi"] = np.where(atom[:, None], gated, out["pi"])
         return out
 
     @property
@@ -435,7 +465,7 @@ class ConjugateTeacher(SequentialPolicy):
             History(*(np.asarray(v)[None] if np.ndim(v) == (1 if i else 2) else v for i, v in enumerate(history)))
         )
         state, loc, sc = self._view(state)
-        args = _centred(self.prior, state, self.config.prior_obs, self.robust)
+        args = _centred(self.prior, state, self.config.prior_obs, self.robust or self.atom_rows(state))
         res, p_k = _regressions(self._arrays, self._both, *(v[0] for v in args))
         c = np.asarray(args[6][0], float)
         phi = self.features(np.asarray(x_query, float))
