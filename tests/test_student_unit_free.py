@@ -164,32 +164,43 @@ def test_rule_settings_follow_the_teacher(tmp_path, perturbed, rng, suffix):
     np.testing.assert_allclose(both[0], both[1], atol=2e-6, rtol=0)
 
 
-def test_atom_rule_follows_the_teacher_from_the_unit_it_applies(tmp_path, perturbed, rng):
-    """Outcomes whose zeros are jittered for the first 100 units, then 25 exact zeros: the rule for
-    outcomes with an atom starts at unit 125 (25 of 125 outcomes tie at the minimum), which one arm
-    receives, and the engine refits the other arm's fit too. At every block the untrained student
-    (both backends) decides as the JAX teacher, and the perturbed one's backends agree; once the
-    atom is there the decisions differ from a student without the atom share."""
-    from bayesdesign.teachers.base import TeacherConfig
-
-    x, a, y, xq = _checkout(rng, b=4)
+def _atom_midway(y, rng):
+    """``y`` with its zeros jittered for the first 100 units, then 25 exact zeros: the rule for
+    outcomes with an atom starts at unit 125 (25 of 125 outcomes tie at the minimum)."""
     y = y.copy()
-    y[:, :100] += np.where(y[:, :100] == 0, rng.uniform(1e-3, 2e-3, (4, 100)), 0.0)
+    y[:, :100] += np.where(y[:, :100] == 0, rng.uniform(1e-3, 2e-3, (len(y), 100)), 0.0)
     y[:, 100:125] = 0.0
-    teacher = make_teacher("mixture", load_prior("checkout"))
-    untrained = untrained_student("unit-free-2", tmp_path / "s")
-    off = untrained_student("unit-free-2", tmp_path / "off", teacher_config=TeacherConfig(atom=0.0))
-    pols = {be: load_policy(untrained, bounds=(LOW, HIGH), backend=be) for be in ("engine", "torch")}
-    pols["off"] = load_policy(off, bounds=(LOW, HIGH))
-    pols.update({f"p-{be}": StudentPolicy(perturbed, backend=be) for be in ("engine", "torch")})
-    states = {k: p.init(4) for k, p in pols.items()}
-    tstate, seen = teacher.init(4), []
+    return y
+
+
+def _follow(teacher, pols, x, a, y, xq):
+    """Blocks of units (unit 125 alone, which one arm receives): after each, the policies'
+    decisions, the teacher's and its ``atom``."""
+    states = {k: p.init(len(y)) for k, p in pols.items()}
+    tstate = teacher.init(len(y))
     for lo, hi in ((0, 30), (30, 60), (60, 124), (124, 125), (125, 240)):
         block = (x[:, lo:hi], a[:, lo:hi], y[:, lo:hi], None)
         states = {k: pols[k].update(st, *block) for k, st in states.items()}
         tstate = teacher.update(tstate, *block)
         out = teacher.decide(tstate, xq)
-        pis = {k: pols[k]._raw(st, xq) for k, st in states.items()}
+        yield hi, {k: pols[k]._raw(st, xq) for k, st in states.items()}, out
+
+
+def test_atom_rule_follows_the_teacher_from_the_unit_it_applies(tmp_path, perturbed, rng):
+    """The rule for outcomes with an atom starts part-way (:func:`_atom_midway`). At every block
+    the untrained student (both backends) decides as the JAX teacher, and the perturbed one's
+    backends agree; from unit 125 on the decisions differ from a student without the atom share."""
+    from bayesdesign.teachers.base import TeacherConfig
+
+    x, a, y, xq = _checkout(rng, b=4)
+    y = _atom_midway(y, rng)
+    untrained = untrained_student("unit-free-2", tmp_path / "s")
+    off = untrained_student("unit-free-2", tmp_path / "off", teacher_config=TeacherConfig(atom=0.0))
+    pols = {be: load_policy(untrained, bounds=(LOW, HIGH), backend=be) for be in ("engine", "torch")}
+    pols["off"] = load_policy(off, bounds=(LOW, HIGH))
+    pols.update({f"p-{be}": StudentPolicy(perturbed, backend=be) for be in ("engine", "torch")})
+    seen = []
+    for hi, pis, out in _follow(make_teacher("mixture", load_prior("checkout")), pols, x, a, y, xq):
         for be in ("engine", "torch"):
             np.testing.assert_allclose(pis[be], out["pi"], atol=5e-5, rtol=0)
         np.testing.assert_allclose(pis["p-engine"], pis["p-torch"], atol=2e-6, rtol=0)
@@ -199,3 +210,20 @@ def test_atom_rule_follows_the_teacher_from_the_unit_it_applies(tmp_path, pertur
         elif hi == 125:
             assert np.abs(pis["off"] - pis["engine"]).max() > 0.01
     assert seen == [False, False, False, True, True]
+
+
+def test_atom_rule_refits_both_arms_of_a_student_in_fixed_units(tmp_path, rng):
+    """A student of a prior in fixed units (no in-context standardization, so the engine refits
+    only the arms that receive units): when the rule changes at unit 125, which one arm receives,
+    the other arm's fit changes too, and both backends still decide as the teacher."""
+    b, n = 4, 240
+    x = rng.uniform(size=(b, n, 1))
+    a = (rng.uniform(size=(b, n)) < 0.5).astype(float)
+    y = _atom_midway(np.where(rng.uniform(size=(b, n)) < 0.6, 0.0, np.exp(rng.normal(0.0, 0.5 + a, (b, n)))), rng)
+    path = untrained_student("smoothness-mixture", tmp_path / "s")
+    pols = {be: load_policy(path, backend=be) for be in ("engine", "torch")}
+    xq = rng.uniform(size=(b, 6, 1))
+    for hi, pis, out in _follow(make_teacher("mixture", "smoothness-mixture"), pols, x, a, y, xq):
+        assert out["atom"].all() == (hi >= 125)
+        for be in pols:
+            np.testing.assert_allclose(pis[be], out["pi"], atol=5e-5, rtol=0, err_msg=f"{be} after {hi} units")
