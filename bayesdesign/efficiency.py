@@ -14,7 +14,6 @@ minimised by the Neyman rule :math:`\pi^* = \sigma_1 / (\sigma_1 + \sigma_0)` wi
 from __future__ import annotations
 
 import math
-import warnings
 from typing import NamedTuple
 
 import numpy as np
@@ -147,11 +146,9 @@ def extremes_update(ext: np.ndarray, y: np.ndarray) -> np.ndarray:
     y = np.asarray(y, float)
     if y.shape[-1] == 0:
         return ext
+    nan = np.isnan(y)  # padding: no outcome; an all-NaN row changes nothing
     out = np.array(ext, float, copy=True)
-    with warnings.catch_warnings():  # NaN (padding) is no outcome; an all-NaN row changes nothing
-        warnings.simplefilter("ignore", RuntimeWarning)
-        lo, hi = np.nanmin(y, -1), np.nanmax(y, -1)
-    for col, new in ((0, lo), (2, hi)):
+    for col, new in ((0, np.where(nan, np.inf, y).min(-1)), (2, np.where(nan, -np.inf, y).max(-1))):
         ties = (y == new[:, None]).sum(-1)
         old = out[:, col]
         moved = new < old if col == 0 else new > old

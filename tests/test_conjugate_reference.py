@@ -79,7 +79,7 @@ def test_numba_engine_against_the_reference(case):
     kk, f = len(spec.classes), 1 + n_terms
     coef, cov, cm, ev = np.zeros((4 * kk, f)), np.zeros((4 * kk, f, f)), np.zeros(2), np.zeros((2, 2, kk))
     for arm in (0, 1):
-        _conj_fit_arm(w, sums[0].view(2, -1)[arm].numpy().copy(), arm, coef, cov, cm, ev)
+        _conj_fit_arm(w, sums[0].view(2, -1)[arm].numpy().copy(), arm, False, coef, cov, cm, ev)
     for (arm, reg), per_class in want.items():
         for k, (ref_coef, ref_ev) in enumerate(per_class):
             np.testing.assert_allclose(coef[(arm * 2 + reg) * kk + k], ref_coef, rtol=1e-8, atol=1e-10)
