@@ -40,7 +40,7 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit
 
-from ..efficiency import ATOM_SAFE
+from ..efficiency import ATOM_SAFE, extremes_init
 from .conjugate import _GH_W, _GH_X
 from .model import _N_SCALE
 
@@ -128,8 +128,8 @@ class _Side(NamedTuple):
 class EngineState(NamedTuple):
     """``t`` units seen; the shared ``cache`` (keys and values); the pooled sums ``gate_sum``
     (B, G) and ``stats`` (B, S); the history side of the next decision (``None`` before any unit);
-    which histories' outcomes have an atom (B,) (``None``: none) and their running extremes
-    (:func:`~bayesdesign.efficiency.extremes_update`; kept by the policy)."""
+    which histories' outcomes have an atom (B,) and the running extremes of their outcomes
+    (:func:`~bayesdesign.efficiency.extremes_update`) (``None`` before any unit)."""
 
     t: int
     cache: _Cache
@@ -491,33 +491,53 @@ def _history_side(W, gate_sum, n, stats, refit, robust, mean, log_p, summary, co
 
 
 @_jit
-def update(W, keys, values, t, gate_sum, stats, u, a, y, ylay, mean, log_p, summary, coef, cov, cm, ev, refit_all,
-           robust):
+def _extremes_add(ext, v):
+    """One outcome into the running extremes (as :func:`~bayesdesign.efficiency.extremes_update`)."""
+    if v < ext[0]:
+        ext[0], ext[1] = v, 1.0
+    elif v == ext[0]:
+        ext[1] += 1.0
+    if v > ext[2]:
+        ext[2], ext[3] = v, 1.0
+    elif v == ext[2]:
+        ext[3] += 1.0
+
+
+@_jit
+def update(W, keys, values, t, gate_sum, stats, u, a, y, ylay, yraw, mean, log_p, summary, coef, cov, cm, ev,
+           refit_all, ext, share, atom):
     """Append units ``u`` (B, m, d), ``a``, ``y`` (B, m) (student coordinates; ``ylay`` the
     outcomes the conjugate layer sums, which differ from the tokens' ``y`` only under in-context
-    standardization) to histories of ``t``
+    standardization; ``yraw`` the outcomes as observed) to histories of ``t``
     units: keys go into columns ``t + 1 .. t + m`` of ``keys`` (L, B, D, capacity), values into
-    rows of ``values`` (L, B, H, capacity, D / H), and ``gate_sum`` (B, G) and ``stats`` (B, S) are
-    extended, all in place. The history side is written into ``mean`` ... ``ev``, which hold the
+    rows of ``values`` (L, B, H, capacity, D / H), and ``gate_sum`` (B, G), ``stats`` (B, S) and
+    the running extremes of ``yraw`` ``ext`` (B, 4) are extended, all in place. ``atom`` (B,) is
+    rewritten: whether the outcomes now have an atom (:func:`~bayesdesign.efficiency.has_atom`
+    with ``share``). The history side is written into ``mean`` ... ``ev``, which hold the
     previous one on entry: the conjugate fit is recomputed for the arms that received units (for
-    both in the replications where ``refit_all`` (B,)), with the robust second-moment variance
-    where ``robust`` (B,)."""
+    both if ``refit_all`` or where ``atom`` changed), with the robust second-moment variance where
+    ``atom``."""
     nl, b_size, dm = keys.shape[0], keys.shape[1], keys.shape[2]
     nh, dh = values.shape[2], values.shape[4]
     m = y.shape[1]
     kv = np.empty(2 * nl * dm, np.float32)
     refit = np.empty(2, np.bool_)
     for b in range(b_size):
-        refit[:] = refit_all[b]
+        refit[:] = refit_all
         for j in range(m):
             _add_unit(W, u[b, j], a[b, j], y[b, j], ylay[b, j], kv, gate_sum[b], stats[b])
+            _extremes_add(ext[b], yraw[b, j])
             refit[1 if a[b, j] > 0.5 else 0] = True
             for layer in range(nl):
                 keys[layer, b, :, t + 1 + j] = kv[layer * dm : (layer + 1) * dm]
                 for h in range(nh):
                     o = (nl + layer) * dm + h * dh
                     values[layer, b, h, t + 1 + j, :] = kv[o : o + dh]
-        _history_side(W, gate_sum[b], float(t + m), stats[b], refit, robust[b], mean[b], log_p[b], summary[b],
+        now = share > 0 and max(ext[b, 1], ext[b, 3]) >= max(2.0, share * (t + m))
+        if now != atom[b]:  # a changed rule changes both arms' fits
+            refit[:] = True
+            atom[b] = now
+        _history_side(W, gate_sum[b], float(t + m), stats[b], refit, atom[b], mean[b], log_p[b], summary[b],
                       coef[b], cov[b], cm[b], ev[b])
 
 
@@ -731,9 +751,10 @@ class Engine:
         return EngineState(0, cache, np.zeros((batch, self.pool_dim), np.float32), np.zeros((batch, self.n_stats)))
 
     def update(self, state: EngineState, u: np.ndarray, a: np.ndarray, y: np.ndarray,
-               y_layer: np.ndarray | None = None, atom: np.ndarray | None = None) -> EngineState:
+               y_layer: np.ndarray | None = None, y_raw: np.ndarray | None = None) -> EngineState:
         """The next state; ``y`` the tokens' outcomes, ``y_layer`` the conjugate layer's (default
-        ``y``), ``atom`` (B,) the histories (now) with an atom in their outcomes (default none)."""
+        ``y``), ``y_raw`` the outcomes as observed (default ``y_layer``), whose ties decide the
+        rule for outcomes with an atom (the layer's ``atom`` share, read at the call)."""
         cache, t = state.cache, state.t
         b, m = np.shape(y)
         if cache.filled != t + 1 or t + 1 + m > cache.capacity:
@@ -752,14 +773,15 @@ class Engine:
             side = _Side(np.empty_like(old.mean), np.empty_like(old.log_p), np.empty_like(old.summary), old.coef.copy(),
                          old.cov.copy(), old.cm.copy(), old.ev.copy())
         gate_sum, stats = state.gate_sum.copy(), state.stats.copy()
-        new = np.zeros(b, bool) if atom is None else np.asarray(atom, bool)
-        old = np.zeros(b, bool) if state.atom is None else state.atom
-        refit = (new != old) | (state.side is None)  # a changed rule changes both arms' fits
+        ext = extremes_init(b) if state.ext is None else state.ext.copy()
+        atom = np.zeros(b, bool) if state.atom is None else state.atom.copy()
+        share = float(self._conj.atom) if self._conj is not None else 0.0
+        ylay = np.asarray(y if y_layer is None else y_layer, float)
         update(self.weights, cache.keys, cache.values, t, gate_sum, stats, np.asarray(u, float).reshape(b, m, -1),
-               np.asarray(a, float), np.asarray(y, float), np.asarray(y if y_layer is None else y_layer, float), *side,
-               refit, new)
+               np.asarray(a, float), np.asarray(y, float), ylay, ylay if y_raw is None else np.asarray(y_raw, float),
+               *side, state.side is None, ext, share, atom)
         cache.filled = t + 1 + m
-        return EngineState(t + m, cache, gate_sum, stats, side, None if atom is None else new, state.ext)
+        return EngineState(t + m, cache, gate_sum, stats, side, atom, ext)
 
     def decide(self, state: EngineState, uq: np.ndarray) -> np.ndarray:
         """The model's unclipped probabilities at ``uq`` (B, Q, d), under the teacher's rule as the

@@ -166,7 +166,6 @@ class StudentPolicy(SequentialPolicy):
         sc = self.student.scaling
         a = np.asarray(a)
         engine = not isinstance(state, StudentState)
-        ext, atom = self._atoms(state, y)
         if sc.in_context:  # tokens: standardized by the outcomes so far; the layer sums raw outcomes
             f = self.model.conj.f
             st = np.asarray(state.stats if engine else state.stats.cpu().numpy(), float).reshape(len(a), 2, -1)
@@ -180,7 +179,8 @@ class StudentPolicy(SequentialPolicy):
             u = to_unit(np.asarray(x, float), low, inv)
             if ylay is None:
                 ys = standardize(np.asarray(y, float), a, sc._y_maps[0], sc._y_maps[1], Y_CLAMP)
-            return self.engine.update(state, u, a, np.asarray(ys, float), ylay, atom)._replace(ext=ext)
+            return self.engine.update(state, u, a, np.asarray(ys, float), ylay, np.asarray(y, float))
+        ext, atom = self._atoms(state, y)
         with torch.inference_mode():
             new = self._update_torch(state, sc.to_unit(x), a, sc.standardize(y, a) if ylay is None else ys, ylay, atom)
         return new._replace(ext=ext)
