@@ -33,6 +33,7 @@ __all__ = [
     "extremes_init",
     "extremes_update",
     "has_atom",
+    "atom_note",
     "slab_grid",
     "slab_sd",
     "design_variance",
@@ -165,6 +166,22 @@ def has_atom(ext: np.ndarray, n, share: float) -> np.ndarray:
     by :math:`y \to c + s y`. ``share = 0`` turns it off."""
     top = np.maximum(ext[:, 1], ext[:, 3])
     return (share > 0) & (top >= np.maximum(2.0, share * np.asarray(n, float)))
+
+
+def atom_note(y: np.ndarray, share: float, design: str) -> str | None:
+    """A sentence for an analysis when the outcomes ``y`` (n,) have an atom (:func:`has_atom` with
+    ``share``, the design's ``TeacherConfig.atom``), saying that design ``design`` decided by the
+    rule for them; ``None`` otherwise."""
+    y = np.asarray(y, float).reshape(1, -1)
+    ext = extremes_update(extremes_init(1), y)
+    if not share or not has_atom(ext, y.shape[1], share)[0]:
+        return None
+    col = 1 if ext[0, 1] >= ext[0, 3] else 3
+    return (
+        f"{int(ext[0, col])} of {y.shape[1]} outcomes equal {ext[0, col - 1]:g} (an atom): design {design} "
+        "decided by its rule for outcomes with an atom (the robust sds and the safe rule; docs/concepts.md, "
+        "'Outcomes with an atom'); a prior of family hurdle_lognormal models zero-heavy revenue and gains more"
+    )
 
 
 SLAB_POINTS = 64

@@ -458,3 +458,24 @@ def test_student_design_in_process_reproduces_from_the_log(tmp_path):
     check = replay_check(db, "stu")
     assert check["versions"] >= 25
     assert (log["pi"].iloc[:1] == 0.5).all() and log["pi"].iloc[100:].std() > 0.02
+
+
+def test_analysis_says_when_the_design_used_the_rule_for_outcomes_with_an_atom(tmp_path):
+    """A live experiment with the shipped student on zero-heavy revenue: the analysis names the
+    atom (count and value) and the rule the design used; the same design on continuous outcomes,
+    and complete randomization on the revenue, say nothing of it."""
+    from bayesdesign import Experiment
+
+    rng = np.random.default_rng(5)
+    notes = {}
+    for name, design, zeros in (("rev", "student:pretrained", True), ("cont", "student:pretrained", False),
+                                ("unif", "uniform", True)):
+        exp = Experiment.create(str(tmp_path / f"{name}.db"), name, design, {"x": (0.0, 1.0)}, batch_size=10, seed=2)
+        for i in range(80):
+            a = exp.assign(f"u{i}", {"x": float(rng.uniform())})
+            spend = float(np.exp(rng.normal(3.0, 1.0 + a.arm)))
+            exp.record(f"u{i}", 0.0 if zeros and rng.uniform() < 0.7 else spend)
+        notes[name] = [w for w in exp.analysis()["warnings"] if "atom" in w]
+    assert len(notes["rev"]) == 1 and "outcomes equal 0 (an atom)" in notes["rev"][0]
+    assert "student:pretrained" in notes["rev"][0]
+    assert notes["cont"] == [] and notes["unif"] == []

@@ -30,6 +30,7 @@ import pandas as pd
 from sqlalchemy import Engine, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from ..efficiency import atom_note
 from .logfile import for_analysis
 from .store import experiments, make_engine, units
 
@@ -462,6 +463,7 @@ class Core:
             out["message"] = f"not enough outcomes yet: {e}"
             return out
         cs = analyze_anytime(table, alpha=1 - level, n_star=live.definition.horizon)
+        note = atom_note(table["y"].to_numpy(), getattr(live.policy, "atom_share", 0.0), live.definition.design)
         out.update(ate=res["ate"], se=res["se"], ci_low=res["lower"], ci_high=res["upper"],
-                   cs_low=cs["cs_lower"], cs_high=cs["cs_upper"], warnings=res["warnings"])
+                   cs_low=cs["cs_lower"], cs_high=cs["cs_upper"], warnings=res["warnings"] + ([note] if note else []))
         return out

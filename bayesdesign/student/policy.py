@@ -150,16 +150,21 @@ class StudentPolicy(SequentialPolicy):
     def _tensor(self, v: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(v, dtype=torch.float32, device=self.device)
 
+    @property
+    def atom_share(self) -> float:
+        """The teacher's ``atom`` share this student follows (0: no rule for outcomes with an atom)."""
+        conj = self.model.conj
+        return float(conj.atom) if conj is not None else 0.0
+
     def _atoms(self, state, y) -> tuple[np.ndarray | None, np.ndarray | None]:
         """The running extremes after outcomes ``y`` (B, m) and which histories now have an atom
         (:func:`~bayesdesign.efficiency.has_atom` with the teacher's ``atom`` share), or ``None``
         twice when the rule has no atom share."""
-        conj = self.model.conj
-        if conj is None or not conj.atom:
+        if not self.atom_share:
             return None, None
         y = np.asarray(y, float)
         ext = extremes_update(state.ext if state.ext is not None else extremes_init(len(y)), y)
-        return ext, has_atom(ext, state.t + y.shape[-1], conj.atom)
+        return ext, has_atom(ext, state.t + y.shape[-1], self.atom_share)
 
     def update(self, state, x, a, y, pi):
         """Embed the new units ``x`` (B, m, d), ``a``, ``y`` (B, m) and append them to the cache."""

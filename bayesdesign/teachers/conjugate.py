@@ -356,7 +356,7 @@ class ConjugateTeacher(SequentialPolicy):
         self._both = jnp.float32(variance_evidence)
         self.standardize = bool(self.spec.outcome.standardize)
         self.robust = self.config.robust
-        self.atom = self.config.atom if self.spec.family in ("gaussian", "student_t") else 0.0
+        self.atom_share = self.config.atom if self.spec.family in ("gaussian", "student_t") else 0.0
 
     def _view(self, state: TeacherState) -> tuple[TeacherState, np.ndarray, np.ndarray]:
         """The state the posterior is computed from, and the outcome location and scale (B,)."""
@@ -389,10 +389,11 @@ class ConjugateTeacher(SequentialPolicy):
         )
 
     def atom_rows(self, state: TeacherState) -> np.ndarray:
-        """Whether each task's outcomes so far have an atom (``TeacherConfig.atom``), (B,)."""
-        if not self.atom or state.ext is None:
+        """Whether each task's outcomes so far have an atom (``TeacherConfig.atom``, which
+        ``atom_share`` holds for continuous families and 0 for others), (B,)."""
+        if not self.atom_share or state.ext is None:
             return np.zeros(state.m3.shape[0], bool)
-        return has_atom(state.ext, state.t, self.atom)
+        return has_atom(state.ext, state.t, self.atom_share)
 
     def decide(self, state: TeacherState, x: np.ndarray) -> dict[str, np.ndarray]:
         """All posterior quantities at queries ``x`` (B, Q, d) (see :func:`conjugate_decide`), in
