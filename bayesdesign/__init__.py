@@ -2,6 +2,10 @@
 
 __version__ = "0.1.0"
 
+from .jax_cache import configure as _configure_jax_cache  # noqa: E402
+
+_configure_jax_cache()  # before any JAX program compiles: bayesdesign.jax_cache says why and how to opt out
+
 from . import io, summary  # noqa: E402
 from .design import (  # noqa: E402
     ClipSchedule,
