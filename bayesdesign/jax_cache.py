@@ -45,8 +45,7 @@ def configure() -> str | None:
     folder = os.environ["JAX_COMPILATION_CACHE_DIR"] or None
     jax = sys.modules.get("jax")
     if jax is not None and folder and not jax.config.jax_compilation_cache_dir:
+        seconds = float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"])
         jax.config.update("jax_compilation_cache_dir", folder)
-        jax.config.update(
-            "jax_persistent_cache_min_compile_time_secs", float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"])
-        )
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", seconds)
     return folder
