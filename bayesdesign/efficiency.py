@@ -160,8 +160,8 @@ def extremes_update(ext: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 def has_atom(ext: np.ndarray, n, share: float) -> np.ndarray:
     r"""Whether the outcomes so far have an atom at an extreme, ``(B,)``: at least two of the ``n``
-    (a number or one per row)
-    outcomes, and at least ``share`` of them, equal the smallest (or the largest) one. Exact ties
+    outcomes (a number, or one per row), and at least ``share`` of them, equal the smallest (or the
+    largest) one. Exact ties
     have probability 0 under a continuous outcome law, so this never fires on one; it is unchanged
     by :math:`y \to c + s y`. ``share = 0`` turns it off."""
     top = np.maximum(ext[:, 1], ext[:, 3])
