@@ -64,9 +64,9 @@ def test_standardize_is_checked():
         TeacherConfig(safe=-1.0)
     with pytest.raises(ValueError, match=r"rule: expected one of \['sd', 'log_sd'\], got 'median'"):
         TeacherConfig(rule="median")
-    with pytest.raises(ValueError, match="log-odds / spike settings are supported by the conjugate and mixture"):
+    with pytest.raises(ValueError, match="spike / reweight settings are supported by the conjugate and mixture"):
         make_teacher("svi", "beta1", TeacherConfig(rule="log_sd"))
-    with pytest.raises(ValueError, match=r"spike settings .* \(its default is the 'sd' rule"):
+    with pytest.raises(ValueError, match=r"reweight settings .* \(its default is the 'sd' rule"):
         make_teacher("svi", "beta1", TeacherConfig())  # the closed-form teachers' default is not theirs
     assert make_teacher("svi", "beta1").config.rule == "sd"
     with pytest.raises(ValueError, match=r"spike: expected a prior probability in \[0, 1\), got 1.0"):

@@ -30,11 +30,13 @@ SUFFIXES: dict[str, dict] = {
     "safe": {"safe": 0.5, "robust": True, "spike": 0.0},
     "log-odds": {"rule": "log_sd", "spike": 0.0},
     "sd": {"rule": "sd", "spike": 0.0},
+    "reweight": {"reweight": 50.0},
 }
 """Suffixes of teacher and student design names and the ``TeacherConfig`` settings they give:
 ``teacher:mixture:unit-free:safe`` (the safe rule, robust variance), ``:log-odds`` (the log-odds
 rule without the spike), ``:sd`` (the Neyman ratio of posterior mean sds, the default before the
-spike-and-slab rule); several may follow each other."""
+spike-and-slab rule), ``:reweight`` (the reweighted second-moment regression beside the
+unweighted one, ``TeacherConfig.reweight``); several may follow each other."""
 
 
 def split_suffixes(name: str) -> tuple[str, dict]:

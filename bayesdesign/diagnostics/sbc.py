@@ -170,6 +170,8 @@ def conjugate_draws(teacher, history, x_query: np.ndarray, draws: int, rng: np.r
 
     from ..teachers.conjugate import _centred, _regressions  # lazy: JAX, as above
 
+    if getattr(teacher, "reweight", 0):
+        raise ValueError("reweight: SBC draws the unweighted working posterior; run it with TeacherConfig(reweight=0)")
     state, _ = teacher.fold(history)
     args = _centred(teacher.prior, state, teacher.config.prior_obs)
     res, _ = jax.jit(jax.vmap(_regressions, in_axes=(None, None, *([0] * len(args)))))(

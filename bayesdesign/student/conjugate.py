@@ -133,7 +133,13 @@ class ConjugateLayer(nn.Module):
         """The teacher's ``robust`` second-moment variance, its rule (``safe``, ``spike``, as
         :func:`~bayesdesign.efficiency.log_odds_settings` reads them from a stored configuration)
         and its ``atom`` share (0 when the configuration has none), which are not saved with the
-        weights."""
+        weights. A configuration with ``reweight`` (the teachers' reweighted second-moment
+        regression) is refused: the layer does not implement it."""
+        if float(teacher_config.get("reweight", 0.0)):
+            raise ValueError(
+                "reweight: the student's conjugate layer does not implement the teachers' reweighted "
+                "second-moment regression; use a teacher configuration with reweight=0"
+            )
         self.robust = bool(teacher_config.get("robust", False))
         self.safe, self.spike = log_odds_settings(teacher_config)
         self.atom = float(teacher_config.get("atom", 0.0))

@@ -297,6 +297,11 @@ def design_factory(rest: str, env, horizon: int) -> StudentPolicy:
     ``student:pretrained:safe`` those of ``teacher:...:safe`` (the safe rule and the robust
     second-moment variance), ``:log-odds`` the log-odds rule."""
     rest, settings = split_suffixes(rest)
+    if settings.get("reweight"):
+        raise ValueError(
+            f"design: student:{rest}:reweight: the students do not implement the teachers' reweighted "
+            "second-moment regression (teacher:mixture:PRIOR:reweight)"
+        )
     lo, hi = (np.atleast_1d(np.asarray(b, dtype=float)) for b in env.bounds)
     folder = resolve_student_path(rest, lo.shape[0])
     meta = read_config(folder)

@@ -73,6 +73,15 @@ class TeacherConfig:
         (:func:`~bayesdesign.efficiency.atom_settings`) in that experiment. 0.2 by default
         (docs/concepts.md, *outcomes with an atom*, has the figures); 0 turns it off, and so did
         configurations written before this field existed. The sampling teachers ignore it.
+    reweight : :math:`n_0 \ge 0`; when positive the conjugate teachers of continuous outcome
+        families average (as a model choice, by the marginal likelihoods) the second-moment
+        regression above with a *reweighted* one, in which unit :math:`i` of arm :math:`a` has
+        the noise variance :math:`2\hat v_a^2 / w_i`, its weight :math:`w_i` fixed when it arrives
+        from the posterior of the units before it (:func:`~bayesdesign.teachers.conjugate.unit_weights`;
+        :math:`n_0` pseudo-units shrink the early weights to 1). For variance functions that
+        jump (scenario S10). 0 (default) is off; the design suffix ``:reweight`` sets 50
+        (docs/concepts.md, *a variance that jumps*, has the figures). The students' conjugate
+        layer and the sampling teachers do not implement it and refuse it.
     """
 
     burn_in: int = 10
@@ -84,6 +93,7 @@ class TeacherConfig:
     rule: str = "log_sd"
     spike: float = 0.3
     atom: float = 0.2
+    reweight: float = 0.0
 
     def __post_init__(self):
         if self.burn_in < 0:
@@ -100,6 +110,8 @@ class TeacherConfig:
             raise ValueError(f"spike: expected a prior probability in [0, 1), got {self.spike}")
         if not 0.0 <= self.atom <= 1.0:
             raise ValueError(f"atom: expected a share of the outcomes in [0, 1], got {self.atom}")
+        if not (0.0 <= self.reweight < float("inf")):
+            raise ValueError(f"reweight: expected a finite number of pseudo-units >= 0 (0: off), got {self.reweight}")
 
     @classmethod
     def from_dict(cls, data: dict) -> TeacherConfig:

@@ -45,6 +45,17 @@ draws, and the :math:`\beta = 1` class on S3. Everything is a function of the st
 :math:`\sum \phi\phi^\top, \sum \phi y, \sum \phi y^2, \sum y^3, \sum y^4`, so one history costs
 a few :math:`F \times F` Cholesky factorizations whatever its length.
 
+**Reweighted second-moment regression** (``TeacherConfig.reweight`` :math:`= n_0 > 0`). The
+constant noise variance :math:`2\hat v_a^2` is far from :math:`\text{Var}((Y - c_a)^2 \mid x) =
+2\sigma_a^4(x) + 4\sigma_a^2(x)(\mu_a(x) - c_a)^2` when the variance jumps (scenario S10: 25-fold),
+so the regression is swamped by the noisy cells and the class posterior with it. Beside it the
+teacher then fits the same regression with noise variance :math:`2\hat v_a^2 / w_i` for unit
+:math:`i`, the weight fixed when the unit arrives from the posterior of the units before it
+(:func:`unit_weights`; prequential, so the weighted statistics stay sums), and averages the two
+working models by their marginal likelihoods, as it averages the smoothness classes (the classes
+double; :math:`P(k \mid H)` is reported summed over the two). Where the arms' variance is
+constant the unweighted model keeps the evidence and the design is unchanged (S1).
+
 Numerics: the regressions are solved in whitened coordinates :math:`\theta = S z`,
 :math:`z \sim N(0, I)`, :math:`S = \text{diag(prior sds)}`, so the posterior precision
 :math:`I + S G S / v` is well conditioned even where the raw prior precision spans ten orders of
@@ -161,11 +172,25 @@ def prior_from_spec(spec, mean: str | None = None, log_sd: str | None = "log_sd"
     return ConjugatePrior(s_mean, s_var, off, v0, np.log(spec.weights), n_terms, d)
 
 
+def _standardize_sums(stats: SeriesStats, m3, m4, c: np.ndarray, s: np.ndarray):
+    r"""Sums of :math:`\phi z^p` and :math:`z^3, z^4` for :math:`z = (y - c)/s` from those of ``y``
+    (binomial expansions; ``c``, ``s`` (B,)). Also for weighted sums (each term times its unit's weight)."""
+    n, m1, m2 = stats.count, stats.b1[..., 0], stats.b2[..., 0]
+    ca, sa = c[:, None], s[:, None]  # (B, 1) over arms
+    col0 = stats.gram[..., 0]
+    b1 = (stats.b1 - ca[..., None] * col0) / sa[..., None]
+    b2 = (stats.b2 - 2 * ca[..., None] * stats.b1 + (ca**2)[..., None] * col0) / (sa**2)[..., None]
+    z3 = (m3 - 3 * ca * m2 + 3 * ca**2 * m1 - ca**3 * n) / sa**3
+    z4 = (m4 - 4 * ca * m3 + 6 * ca**2 * m2 - 4 * ca**3 * m1 + ca**4 * n) / sa**4
+    return SeriesStats(stats.gram, b1, b2), z3, z4
+
+
 def standardized_state(state: TeacherState) -> tuple[TeacherState, np.ndarray, np.ndarray]:
     r"""The statistics of :math:`z = (y - c)/s`, with :math:`c, s` the pooled mean and sd of the
     outcomes so far (per task; :math:`c = 0, s = 1` before two distinct outcomes), exactly:
     :math:`\sum\phi z = (b_1 - c \sum\phi)/s`, :math:`\sum\phi z^2 = (b_2 - 2 c b_1 + c^2 \sum\phi)/s^2`
-    and the binomial expansions of :math:`\sum z^3, \sum z^4`. Returns the state, ``c``, ``s`` (B,)."""
+    and the binomial expansions of :math:`\sum z^3, \sum z^4` (the weighted statistics too, with
+    the same :math:`c, s`). Returns the state, ``c``, ``s`` (B,)."""
     st = state.stats
     n, m1, m2 = st.count, st.b1[..., 0], st.b2[..., 0]
     n_tot = n.sum(-1)
@@ -174,24 +199,34 @@ def standardized_state(state: TeacherState) -> tuple[TeacherState, np.ndarray, n
     ok = (n_tot > 1) & (var > 1e-12 * np.maximum(c**2, 1e-300))
     s = np.where(ok, np.sqrt(np.where(ok, var, 1.0)), 1.0)
     c = np.where(ok, c, 0.0)
-    ca, sa = c[:, None], s[:, None]  # (B, 1) over arms
-    col0 = st.gram[..., 0]
-    b1 = (st.b1 - ca[..., None] * col0) / sa[..., None]
-    b2 = (st.b2 - 2 * ca[..., None] * st.b1 + (ca**2)[..., None] * col0) / (sa**2)[..., None]
-    m3 = (state.m3 - 3 * ca * m2 + 3 * ca**2 * m1 - ca**3 * n) / sa**3
-    m4 = (state.m4 - 4 * ca * state.m3 + 6 * ca**2 * m2 - 4 * ca**3 * m1 + ca**4 * n) / sa**4
-    return TeacherState(state.t, SeriesStats(st.gram, b1, b2), m3, m4, state.ext), c, s
+    weighted = state.weighted
+    if weighted is not None:
+        weighted = WeightedStats(*_standardize_sums(weighted.stats, weighted.m3, weighted.m4, c, s), weighted.log_w)
+    return TeacherState(state.t, *_standardize_sums(st, state.m3, state.m4, c, s), state.ext, weighted), c, s
+
+
+class WeightedStats(NamedTuple):
+    r"""The reweighted second-moment regression's statistics (``TeacherConfig.reweight``): the
+    series statistics, third and fourth power sums with every unit's terms times its weight
+    :math:`w_i` (:func:`unit_weights`), and :math:`\sum \log w_i` per arm (B, 2)."""
+
+    stats: SeriesStats
+    m3: np.ndarray
+    m4: np.ndarray
+    log_w: np.ndarray
 
 
 class TeacherState(NamedTuple):
     """Units seen ``t``, the per-arm series statistics and third and fourth power sums (B, 2), and
-    the running extremes of the outcomes (:func:`~bayesdesign.efficiency.extremes_update`, (B, 4))."""
+    the running extremes of the outcomes (:func:`~bayesdesign.efficiency.extremes_update`, (B, 4)),
+    and the reweighted statistics (:class:`WeightedStats`; ``None`` unless ``reweight`` is on)."""
 
     t: int
     stats: SeriesStats
     m3: np.ndarray
     m4: np.ndarray
     ext: np.ndarray | None = None
+    weighted: WeightedStats | None = None
 
 
 def _centred(prior: ConjugatePrior, state: TeacherState, prior_obs: float, robust=False):
@@ -220,6 +255,26 @@ def _centred(prior: ConjugatePrior, state: TeacherState, prior_obs: float, robus
     return tuple(map(f32, (st.gram, g_m, ee_m, g_r, ee_r, n, c, v_hat, r_var)))
 
 
+def _weighted_centred(prior: ConjugatePrior, state: TeacherState):
+    r"""The reweighted second-moment regression's statistics (:class:`WeightedStats`), centred at
+    the arms' running means :math:`c_a` as :func:`_centred` centres the unweighted ones: the
+    weighted Gram matrix, :math:`\sum w \phi ((y - c)^2 - v_0)`, :math:`\sum w ((y - c)^2 - v_0)^2`
+    and :math:`\sum \log w` (float32), or ``None`` without weighted statistics."""
+    ws = state.weighted
+    if ws is None:
+        return None
+    st, wt = state.stats, ws.stats
+    n = st.count
+    c = np.where(n > 0, st.b1[..., 0] / np.maximum(n, 1), prior.off_mean)
+    v0 = prior.v0
+    col0, m1, m2, nw = wt.gram[..., 0], wt.b1[..., 0], wt.b2[..., 0], wt.count
+    g_r = wt.b2 - 2 * c[..., None] * wt.b1 + (c**2)[..., None] * col0 - v0[:, None] * col0
+    syy = np.maximum(m2 - 2 * c * m1 + c**2 * nw, 0.0)
+    sum_r2 = ws.m4 - 4 * c * ws.m3 + 6 * c**2 * m2 - 4 * c**3 * m1 + c**4 * nw
+    ee_r = np.maximum(sum_r2, 0.0) - 2 * v0 * syy + v0**2 * nw
+    return tuple(jnp.asarray(v, dtype=jnp.float32) for v in (wt.gram, g_r, ee_r, ws.log_w))
+
+
 def _blr(gram, g, ee, n, v, s):
     """Whitened Bayesian linear regression for all classes: posterior mean of z, Cholesky factor
     of the posterior precision, log marginal likelihood. ``s`` (K, F); the rest one arm's stats."""
@@ -245,14 +300,15 @@ _GH_X, _GH_W = np.polynomial.hermite_e.hermegauss(20)
 _GH_X, _GH_W = jnp.asarray(_GH_X, jnp.float32), jnp.asarray(_GH_W / _GH_W.sum(), jnp.float32)
 
 
-def arm_moments(prior_arrays, a: int, phi_q, gram, g_m, ee_m, g_r, ee_r, n, c, v_hat, r_var):
+def arm_moments(prior_arrays, a: int, phi_q, gram, g_m, ee_m, g_r, ee_r, n, c, v_hat, r_var, gram_r=None):
     """One arm's two regressions at query features ``phi_q`` (Q, F), per class (K, Q): posterior
     mean ``mu`` and variance ``mu_var`` of the mean function; Gaussian approximation ``var``,
     ``var_var`` of the posterior of :math:`\\sigma^2 = r - (\\mu - c)^2` (delta method, before the
-    floor); the log evidences ``ev_m``, ``ev_r`` (K,). Arguments as in :func:`conjugate_decide`."""
+    floor); the log evidences ``ev_m``, ``ev_r`` (K,). Arguments as in :func:`conjugate_decide`;
+    ``gram_r``, when given, is the second-moment regression's own (weighted) Gram matrix."""
     s_mean, s_var, off, v0, _ = prior_arrays
     zm, lm, ev_m = _blr(gram[a], g_m[a], ee_m[a], n[a], v_hat[a], s_mean[a])
-    zr, lr, ev_r = _blr(gram[a], g_r[a], ee_r[a], n[a], r_var[a], s_var[a])
+    zr, lr, ev_r = _blr(gram[a] if gram_r is None else gram_r[a], g_r[a], ee_r[a], n[a], r_var[a], s_var[a])
     mu, mu_var = _predict(phi_q, s_mean[a], zm, lm)
     r, r_pvar = _predict(phi_q, s_var[a], zr, lr)
     mu, r = mu + off[a], r + v0[a]
@@ -269,50 +325,102 @@ def mix_log_sd(p_k, ls_k, ls_var_k):
     return ls_mean, ls_sd
 
 
-def _one_task(prior_arrays, floor, both, phi_q, gram, g_m, ee_m, g_r, ee_r, n, c, v_hat, r_var):
-    s_mean, s_var, off, v0, log_w = prior_arrays
-    out = []
-    for a in (0, 1):
-        mu, _mu_var, var, var_var, ev_m, ev_r = arm_moments(
-            prior_arrays, a, phi_q, gram, g_m, ee_m, g_r, ee_r, n, c, v_hat, r_var
+def _arm_terms(prior_arrays, floor, a, phi_q, args, weighted):
+    """Per class (K, or 2K with the reweighted model appended): the arm's mean function, posterior
+    mean sd, mean and variance of the log sd, and log evidence (both regressions, the second one
+    tempered later)."""
+    _, _, _, v0, _ = prior_arrays
+    mu, _mu_var, var, var_var, ev_m, ev_r = arm_moments(prior_arrays, a, phi_q, *args)
+    if weighted is not None:
+        gram_w, g_rw, ee_rw, log_w = weighted
+        gram, g_m, ee_m, _, _, n, c, v_hat, r_var = args
+        *_, var_w, var_var_w, _, ev_rw = arm_moments(
+            prior_arrays, a, phi_q, gram, g_m, ee_m, g_rw, ee_rw, n, c, v_hat, r_var, gram_r=gram_w
         )
-        # E over sigma^2 ~ N(var, var_var), floored, by Gauss-Hermite quadrature
-        v = jnp.maximum(var[..., None] + jnp.sqrt(var_var)[..., None] * _GH_X, floor * v0[a])
-        sd_k = (jnp.sqrt(v) * _GH_W).sum(-1)
-        ls = 0.5 * jnp.log(v)
-        ls_m = (ls * _GH_W).sum(-1)
-        ls_v = jnp.maximum((ls**2 * _GH_W).sum(-1) - ls_m**2, 0.0)
-        out.append((mu, sd_k, ls_m, ls_v, ev_m + ev_r * both))
-    log_post = log_w + out[0][4] + out[1][4]
-    p_k = jax.nn.softmax(log_post)  # (K,)
+        # unit i's noise variance is 2 v^2 / w_i: its density carries + log(w_i) / 2
+        mu, ev_m = jnp.concatenate([mu, mu]), jnp.concatenate([ev_m, ev_m])
+        var, var_var = jnp.concatenate([var, var_w]), jnp.concatenate([var_var, var_var_w])
+        ev_r = jnp.concatenate([ev_r, ev_rw + 0.5 * log_w[a]])
+    # E over sigma^2 ~ N(var, var_var), floored, by Gauss-Hermite quadrature
+    v = jnp.maximum(var[..., None] + jnp.sqrt(var_var)[..., None] * _GH_X, floor * v0[a])
+    sd_k = (jnp.sqrt(v) * _GH_W).sum(-1)
+    ls = 0.5 * jnp.log(v)
+    ls_m = (ls * _GH_W).sum(-1)
+    ls_v = jnp.maximum((ls**2 * _GH_W).sum(-1) - ls_m**2, 0.0)
+    return mu, sd_k, ls_m, ls_v, ev_m, ev_r
+
+
+def _one_task(prior_arrays, floor, both, phi_q, gram, g_m, ee_m, g_r, ee_r, n, c, v_hat, r_var, weighted=None):
+    log_w = prior_arrays[4]
+    k = log_w.shape[0]
+    args = (gram, g_m, ee_m, g_r, ee_r, n, c, v_hat, r_var)
+    out = [_arm_terms(prior_arrays, floor, a, phi_q, args, weighted) for a in (0, 1)]
+    if weighted is not None:  # the unweighted and reweighted working models, equally likely a priori
+        log_w = jnp.concatenate([log_w, log_w]) - jnp.log(2.0)
+    log_post = log_w + (out[0][4] + both * out[0][5]) + (out[1][4] + both * out[1][5])
+    p_k = jax.nn.softmax(log_post)  # (K,) or (2K,)
     sbar = jnp.stack([(p_k[:, None] * o[1]).sum(0) for o in out])  # (2, Q)
     pi = sbar[1] / (sbar[1] + sbar[0])
     ls_mean, ls_sd = mix_log_sd(p_k, jnp.stack([o[2] for o in out]), jnp.stack([o[3] for o in out]))
     mean = jnp.stack([(p_k[:, None] * o[0]).sum(0) for o in out])
-    return {"pi": pi, "sbar": sbar, "class_prob": p_k, "log_sd_mean": ls_mean, "log_sd_sd": ls_sd, "mean": mean}
+    class_prob = p_k[:k] + p_k[k:] if weighted is not None else p_k
+    return {"pi": pi, "sbar": sbar, "class_prob": class_prob, "log_sd_mean": ls_mean, "log_sd_sd": ls_sd,
+            "mean": mean}
 
 
 @jax.jit
-def conjugate_decide(prior_arrays, floor, both, phi_q, gram, g_m, ee_m, g_r, ee_r, n, c, v_hat, r_var):
+def conjugate_decide(prior_arrays, floor, both, phi_q, gram, g_m, ee_m, g_r, ee_r, n, c, v_hat, r_var, weighted=None):
     """Posterior Neyman quantities for a batch of tasks: every array has a leading task axis
     except ``prior_arrays``, ``floor`` and ``both`` (the weight of the second-moment evidence in
-    the class posterior). Returns ``pi`` (B, Q) unclipped, ``sbar``, ``mean``,
+    the class posterior); ``weighted`` (:func:`_weighted_centred`, or ``None``) adds the
+    reweighted second-moment model. Returns ``pi`` (B, Q) unclipped, ``sbar``, ``mean``,
     ``log_sd_mean``, ``log_sd_sd`` (B, 2, Q) and ``class_prob`` (B, K)."""
     fn = partial(_one_task, prior_arrays, floor, both)
-    return jax.vmap(fn)(phi_q, gram, g_m, ee_m, g_r, ee_r, n, c, v_hat, r_var)
+    return jax.vmap(fn)(phi_q, gram, g_m, ee_m, g_r, ee_r, n, c, v_hat, r_var, weighted)
 
 
-def _regressions(prior_arrays, both, gram, g_m, ee_m, g_r, ee_r, n, c, v_hat, r_var):
+def _regressions(prior_arrays, both, gram, g_m, ee_m, g_r, ee_r, n, c, v_hat, r_var, weighted=None):
+    """Per arm the mean and second-moment regressions ``(zbar, chol, logev)`` per class, and the
+    class posterior; with ``weighted`` the reweighted second-moment model's classes follow the
+    unweighted ones (2K in all, the mean regression repeated)."""
     s_mean, s_var, off, v0, log_w = prior_arrays
-    res = [
-        (
-            _blr(gram[a], g_m[a], ee_m[a], n[a], v_hat[a], s_mean[a]),
-            _blr(gram[a], g_r[a], ee_r[a], n[a], r_var[a], s_var[a]),
-        )
-        for a in (0, 1)
-    ]
+    res = []
+    for a in (0, 1):
+        mean = _blr(gram[a], g_m[a], ee_m[a], n[a], v_hat[a], s_mean[a])
+        second = _blr(gram[a], g_r[a], ee_r[a], n[a], r_var[a], s_var[a])
+        if weighted is not None:
+            gram_w, g_rw, ee_rw, lw = weighted
+            zw, cw, ew = _blr(gram_w[a], g_rw[a], ee_rw[a], n[a], r_var[a], s_var[a])
+            mean = tuple(jnp.concatenate([v, v]) for v in mean)
+            second = (jnp.concatenate([second[0], zw]), jnp.concatenate([second[1], cw]),
+                      jnp.concatenate([second[2], ew + 0.5 * lw[a]]))
+        res.append((mean, second))
+    if weighted is not None:
+        log_w = jnp.concatenate([log_w, log_w]) - jnp.log(2.0)
     log_post = log_w + sum(m[2] + both * r[2] for m, r in res)
     return res, jax.nn.softmax(log_post)
+
+
+WEIGHT_RANGE = (0.05, 20.0)
+"""Bounds of the reweighted second-moment regression's unit weights (:func:`unit_weights`)."""
+
+
+def unit_weights(sd, mean, c, v_hat, n, n0: float) -> np.ndarray:
+    r"""The weight of a unit in the reweighted second-moment regression (``TeacherConfig.reweight``),
+
+    .. math::
+        w = \text{clip}\Big(\Big[\frac{\hat v_a^2}{\hat\sigma^4 + 2 \hat\sigma^2 (\hat\mu - c_a)^2}
+            \Big]^{n_a / (n_a + n_0)}, 0.05, 20\Big),
+
+    the ratio of the working model's constant noise variance :math:`2\hat v_a^2` of
+    :math:`(Y - c_a)^2` to its variance at the unit's covariate under the current posterior
+    (:math:`\hat\sigma = \bar s_a(x)`, :math:`\hat\mu = E[\mu_a(x) \mid H]`), shrunk to 1 while
+    its arm has few units (:math:`n_a` of them, :math:`n_0` pseudo-units). Arguments (B,) in the
+    working model's units; invariant to :math:`y \to c + s y`."""
+    sd2 = np.maximum(np.asarray(sd, float) ** 2, 1e-300)
+    ratio = np.asarray(v_hat, float) ** 2 / (sd2**2 + 2.0 * sd2 * (np.asarray(mean, float) - c) ** 2)
+    n = np.asarray(n, float)
+    return np.clip(ratio ** (n / (n + n0)), *WEIGHT_RANGE)
 
 
 class ConjugateTeacher(SequentialPolicy):
@@ -357,6 +465,12 @@ class ConjugateTeacher(SequentialPolicy):
         self.standardize = bool(self.spec.outcome.standardize)
         self.robust = self.config.robust
         self.atom_share = self.config.atom if self.spec.family in ("gaussian", "student_t") else 0.0
+        self.reweight = float(self.config.reweight)
+        if self.reweight and self.spec.family not in ("gaussian", "student_t"):
+            raise ValueError(
+                f"reweight: the reweighted second-moment regression is for continuous outcome families "
+                f"(gaussian, student_t); prior {self.spec.source} has family {self.spec.family}: use reweight=0"
+            )
 
     def _view(self, state: TeacherState) -> tuple[TeacherState, np.ndarray, np.ndarray]:
         """The state the posterior is computed from, and the outcome location and scale (B,)."""
@@ -374,11 +488,36 @@ class ConjugateTeacher(SequentialPolicy):
 
     def init(self, batch: int) -> TeacherState:
         z = np.zeros((batch, 2))
-        return TeacherState(0, init_stats(batch, self.n_feat), z, z.copy(), extremes_init(batch))
+        weighted = None
+        if self.reweight:
+            weighted = WeightedStats(init_stats(batch, self.n_feat), z.copy(), z.copy(), z.copy())
+        return TeacherState(0, init_stats(batch, self.n_feat), z, z.copy(), extremes_init(batch), weighted)
 
     def update(self, state: TeacherState, x, a, y, pi) -> TeacherState:
+        """Add units ``x`` (B, m, d), ``a``, ``y`` (B, m). With ``reweight`` one unit at a time, each
+        unit's weight from the posterior of the units before it (:meth:`unit_weights`), so the
+        state does not depend on how the units are grouped into calls."""
         a = np.asarray(a, dtype=float)
         y = np.asarray(y, dtype=float)
+        if not self.reweight:
+            return self._add(state, x, a, y)
+        x = np.asarray(x, dtype=float)
+        for j in range(y.shape[-1]):
+            xj, aj, yj = x[:, j : j + 1], a[:, j : j + 1], y[:, j : j + 1]
+            w = self.unit_weights(state, xj, aj[:, 0])
+            ws = state.weighted
+            onehot = np.stack([1.0 - aj[:, 0], aj[:, 0]], axis=1)  # (B, 2)
+            arm = onehot * w[:, None]
+            weighted = WeightedStats(
+                update_stats(ws.stats, self.features(xj), aj, yj, keep=w[:, None]),
+                ws.m3 + arm * yj**3,
+                ws.m4 + arm * yj**4,
+                ws.log_w + onehot * np.log(w)[:, None],
+            )
+            state = self._add(state, xj, aj, yj)._replace(weighted=weighted)
+        return state
+
+    def _add(self, state: TeacherState, x, a, y) -> TeacherState:
         w = np.stack([1.0 - a, a], axis=1)  # (B, 2, m)
         return TeacherState(
             state.t + y.shape[-1],
@@ -386,6 +525,18 @@ class ConjugateTeacher(SequentialPolicy):
             state.m3 + (w * (y**3)[:, None]).sum(-1),
             state.m4 + (w * (y**4)[:, None]).sum(-1),
             extremes_update(state.ext if state.ext is not None else extremes_init(len(y)), y),
+            state.weighted,
+        )
+
+    def unit_weights(self, state: TeacherState, x: np.ndarray, a: np.ndarray) -> np.ndarray:
+        """The weights (B,) of units arriving at ``x`` (B, 1, d) in arms ``a`` (B,) under the
+        current posterior (:func:`unit_weights`, in the working model's units)."""
+        out, args = self._posterior_view(state, x)
+        idx = np.asarray(a, dtype=int)[:, None]
+        pick = lambda v: np.take_along_axis(np.asarray(v, dtype=float).reshape(len(idx), 2), idx, 1)[:, 0]  # noqa: E731
+        return unit_weights(
+            pick(out["sbar"][..., 0]), pick(out["mean"][..., 0]), pick(args[6]), pick(args[7]), pick(args[5]),
+            self.reweight,
         )
 
     def atom_rows(self, state: TeacherState) -> np.ndarray:
@@ -405,19 +556,27 @@ class ConjugateTeacher(SequentialPolicy):
         """:meth:`decide` with ``pi`` the Neyman ratio of :math:`\bar s_a` whatever the rule, and
         ``atom`` (B,): whether the rule is the one for outcomes with an atom (:meth:`apply_rule`)."""
         view, c, s = self._view(state)
-        atom = self.atom_rows(state)
-        args = _centred(self.prior, view, self.config.prior_obs, self.robust or atom)
-        phi = jnp.asarray(self.features(x), jnp.float32)
-        out = {
-            k: np.asarray(v, dtype=float)
-            for k, v in conjugate_decide(self._arrays, self._floor, self._both, phi, *args).items()
-        }
+        out, _ = self._posterior_view(state, x, view)
         if self.standardize:
             out["mean"] = c[:, None, None] + s[:, None, None] * out["mean"]
             out["sbar"] = s[:, None, None] * out["sbar"]
             out["log_sd_mean"] = np.log(s)[:, None, None] + out["log_sd_mean"]
-        out["atom"] = atom
         return out
+
+    def _posterior_view(self, state: TeacherState, x: np.ndarray, view: TeacherState | None = None):
+        """:func:`conjugate_decide` at ``x`` in the working model's units (standardized ones for a
+        prior with ``outcome.standardize``), with ``atom`` (B,) added, and the :func:`_centred`
+        statistics it was computed from."""
+        view = self._view(state)[0] if view is None else view
+        atom = self.atom_rows(state)
+        args = _centred(self.prior, view, self.config.prior_obs, self.robust or atom)
+        phi = jnp.asarray(self.features(x), jnp.float32)
+        res = conjugate_decide(
+            self._arrays, self._floor, self._both, phi, *args, _weighted_centred(self.prior, view)
+        )
+        out = {k: np.asarray(v, dtype=float) for k, v in res.items()}
+        out["atom"] = atom
+        return out, args
 
     def apply_rule(self, out: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Replace ``out["pi"]`` by the log-odds rule's (:func:`~bayesdesign.efficiency.safe_rule`)
@@ -467,18 +626,22 @@ class ConjugateTeacher(SequentialPolicy):
         )
         state, loc, sc = self._view(state)
         args = _centred(self.prior, state, self.config.prior_obs, self.robust or self.atom_rows(state))
-        res, p_k = _regressions(self._arrays, self._both, *(v[0] for v in args))
+        weighted = _weighted_centred(self.prior, state)
+        res, p_k = _regressions(
+            self._arrays, self._both, *(v[0] for v in args), None if weighted is None else [v[0] for v in weighted]
+        )
         c = np.asarray(args[6][0], float)
         phi = self.features(np.asarray(x_query, float))
         rng = np.random.default_rng(seed)
         p_k = np.asarray(p_k, dtype=float)  # normalised in float64: numpy checks the sum to 1e-8
         k = rng.choice(len(p_k), size=draws, p=p_k / p_k.sum())
         out = {"mean": np.empty((draws, 2, len(phi))), "sd": np.empty((draws, 2, len(phi)))}
+        reps = len(p_k) // len(self.prior.log_w)  # 2 with the reweighted model's classes
         for a in (0, 1):
             fns = []
             for (zbar, chol, _), s, base in (
-                (res[a][0], self.prior.s_mean[a], self.prior.off_mean[a]),
-                (res[a][1], self.prior.s_var[a], self.prior.v0[a]),
+                (res[a][0], np.tile(self.prior.s_mean[a], (reps, 1)), self.prior.off_mean[a]),
+                (res[a][1], np.tile(self.prior.s_var[a], (reps, 1)), self.prior.v0[a]),
             ):
                 zbar, chol = np.asarray(zbar, float), np.asarray(chol, float)
                 eps = rng.standard_normal((draws, zbar.shape[-1]))
