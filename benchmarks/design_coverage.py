@@ -2,7 +2,7 @@
 
 Designs: the baselines (with `clip-smt` and `clip-ogd-sc`), the mixture teacher on the scenario's
 shipped prior (`unit-free`; `checkout` on S8, `checkout-score` on S7) with its default rule and
-the `:safe`, `:log-odds` and `:sd` rules (`benchmarks/efficiency.py`), and the shipped student
+the `:safe`, `:log-odds`, `:sd` and `:reweight` variants (`benchmarks/efficiency.py`), and the shipped student
 (`student:pretrained`) where it runs (a scenario it cannot run is skipped with the reason
 printed). Every design is scored by the same AIPW estimator on common random numbers.
 

@@ -6,8 +6,8 @@ Designs: the baselines (with `clip-smt` and `clip-ogd-sc`), the mixture teacher 
 prior that need not know the outcome's units (`unit-free` for one covariate, `checkout` for S8's
 days and orders, `checkout-score` for S7's three covariates; its default spike-and-slab
 log-odds rule), the same with the safe rule (`:safe`), with the log-odds rule without the spike
-(`:log-odds`) and with the Neyman ratio of posterior mean sds (`:sd`, the default before the
-spike), on S8 also the hurdle teacher of the shipped
+(`:log-odds`), with the Neyman ratio of posterior mean sds (`:sd`, the default before the
+spike) and with the reweighted second-moment regression (`:reweight`), on S8 also the hurdle teacher of the shipped
 revenue prior (`teacher:conjugate:revenue-hurdle`), and `student:pretrained` (the shipped
 unit-free student for the scenario's number of covariates; a scenario it cannot run is skipped
 with the reason printed).
@@ -56,7 +56,7 @@ def scenario_designs(sc: str, horizon: int, student: bool = True) -> list[str]:
     the teachers of :data:`EXTRA`, and the pretrained student where it runs (the reason is
     printed where it does not)."""
     prior = PRIORS.get(sc, "unit-free")
-    teachers = [f"teacher:mixture:{prior}{suffix}" for suffix in ("", ":safe", ":log-odds", ":sd")]
+    teachers = [f"teacher:mixture:{prior}{suffix}" for suffix in ("", ":safe", ":log-odds", ":sd", ":reweight")]
     out = DESIGNS[:-1] + teachers + EXTRA.get(sc, [])
     if student:
         why = student_refusal(get_scenario(sc), horizon)
@@ -70,7 +70,8 @@ def scenario_designs(sc: str, horizon: int, student: bool = True) -> list[str]:
 def _cell(sc, T, reps, seed, designs, progress):
     """The summary rows of one scenario and horizon."""
     t0 = time.time()
-    names = designs or scenario_designs(sc, T)
+    prior = PRIORS.get(sc, "unit-free")
+    names = [n.replace("{prior}", prior) for n in designs] if designs else scenario_designs(sc, T)
     ds = simulate(get_scenario(sc), names, horizon=T, reps=reps, seed=seed, keep_units=0, progress=progress)
     rows = []
     for name, r in summarize(ds).iterrows():
@@ -113,7 +114,8 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--scenarios", default=None, help="comma-separated (default S1-S10; quick S1-S6)")
     ap.add_argument("--horizons", default=None, help="comma-separated (default 300,500,2000; quick 500)")
-    ap.add_argument("--designs", default=None, help="comma-separated design names (default: per scenario, above)")
+    ap.add_argument("--designs", default=None, help="comma-separated design names (default: per scenario, above); "
+                    "'{prior}' stands for the scenario's shipped prior")
     ap.add_argument("--doc", default=str(DOC), help="markdown file to write the section into")
     ap.add_argument("--json", default=None, help="also write the rows as JSON here")
     ap.add_argument("--jobs", type=int, default=1, help="scenario-horizon cells run in parallel processes")
