@@ -119,6 +119,8 @@ def main(argv=None):
     ap.add_argument("--doc", default=str(DOC), help="markdown file to write the section into")
     ap.add_argument("--json", default=None, help="also write the rows as JSON here")
     ap.add_argument("--jobs", type=int, default=1, help="scenario-horizon cells run in parallel processes")
+    ap.add_argument("--section", default="efficiency", help="section of the markdown file to write (a subset "
+                    "of designs rerun beside the full table goes to its own section)")
     args = ap.parse_args(argv)
     reps = args.reps or (60 if args.quick else 1000)
     horizons = (
@@ -141,7 +143,9 @@ def main(argv=None):
         "mean_abs_pi_error",
     ]
     body = (
-        "## Designs on the public scenarios (`benchmarks/efficiency.py`)\n\n"
+        "## Designs on the public scenarios"
+        + ("" if args.section == "efficiency" else f" ({args.section})")
+        + " (`benchmarks/efficiency.py`)\n\n"
         f"{stamp()} {reps} replications per cell, seed {args.seed}, common random numbers across "
         f"designs, every design scored by the same AIPW estimator; {time.time() - t0:.0f} s in all.\n"
         "`mse_ratio`: MSE over the oracle Neyman design's MSE on the same seeds (95% interval about "
@@ -154,7 +158,7 @@ def main(argv=None):
     )
     from pathlib import Path
 
-    write_section("efficiency" + ("-quick" if args.quick else ""), body, Path(args.doc))
+    write_section(args.section + ("-quick" if args.quick else ""), body, Path(args.doc))
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1, default=float))
     print(md_table(rows, cols))
