@@ -229,6 +229,18 @@ class TeacherState(NamedTuple):
     weighted: WeightedStats | None = None
 
 
+def _second_moment_sums(stats: SeriesStats, m3, m4, c, v0):
+    r"""The second-moment regression's :math:`\sum \phi (r - v_0)` and :math:`\sum (r - v_0)^2`,
+    :math:`r = (y - c)^2`, and :math:`\sum r^2`, :math:`\sum r` (per arm) from power sums of ``y``
+    (binomial expansions; the same for weighted sums)."""
+    n, m1, m2, col0 = stats.count, stats.b1[..., 0], stats.b2[..., 0], stats.gram[..., 0]
+    g_r = stats.b2 - 2 * c[..., None] * stats.b1 + (c**2)[..., None] * col0 - v0[:, None] * col0
+    syy = np.maximum(m2 - 2 * c * m1 + c**2 * n, 0.0)
+    sum_r2 = m4 - 4 * c * m3 + 6 * c**2 * m2 - 4 * c**3 * m1 + c**4 * n
+    ee_r = np.maximum(sum_r2, 0.0) - 2 * v0 * syy + v0**2 * n
+    return g_r, ee_r, sum_r2, syy
+
+
 def _centred(prior: ConjugatePrior, state: TeacherState, prior_obs: float, robust=False):
     """Sufficient statistics re-centred in float64, as float32 arrays for the jitted solve;
     ``robust`` (a bool, or one per task) asks for the robust second-moment variance."""
@@ -240,12 +252,8 @@ def _centred(prior: ConjugatePrior, state: TeacherState, prior_obs: float, robus
     off, v0 = prior.off_mean, prior.v0
     g_m = st.b1 - off[:, None] * col0
     ee_m = m2 - 2 * off * m1 + off**2 * n
-    syy = np.maximum(m2 - 2 * c * m1 + c**2 * n, 0.0)
+    g_r, ee_r, sum_r2, syy = _second_moment_sums(st, state.m3, state.m4, c, v0)
     v_hat = (syy + prior_obs * v0) / (n + prior_obs)
-    sum_phi_r = st.b2 - 2 * c[..., None] * st.b1 + (c**2)[..., None] * col0
-    g_r = sum_phi_r - v0[:, None] * col0
-    sum_r2 = state.m4 - 4 * c * state.m3 + 6 * c**2 * m2 - 4 * c**3 * m1 + c**4 * n
-    ee_r = np.maximum(sum_r2, 0.0) - 2 * v0 * syy + v0**2 * n
     f32 = lambda v: jnp.asarray(v, dtype=jnp.float32)  # noqa: E731
     r_var = 2.0 * v_hat**2  # Var((Y - c)^2) of a Gaussian
     robust = np.asarray(robust, bool).reshape(-1, 1) if np.ndim(robust) else bool(robust)
@@ -263,16 +271,10 @@ def _weighted_centred(prior: ConjugatePrior, state: TeacherState):
     ws = state.weighted
     if ws is None:
         return None
-    st, wt = state.stats, ws.stats
-    n = st.count
-    c = np.where(n > 0, st.b1[..., 0] / np.maximum(n, 1), prior.off_mean)
-    v0 = prior.v0
-    col0, m1, m2, nw = wt.gram[..., 0], wt.b1[..., 0], wt.b2[..., 0], wt.count
-    g_r = wt.b2 - 2 * c[..., None] * wt.b1 + (c**2)[..., None] * col0 - v0[:, None] * col0
-    syy = np.maximum(m2 - 2 * c * m1 + c**2 * nw, 0.0)
-    sum_r2 = ws.m4 - 4 * c * ws.m3 + 6 * c**2 * m2 - 4 * c**3 * m1 + c**4 * nw
-    ee_r = np.maximum(sum_r2, 0.0) - 2 * v0 * syy + v0**2 * nw
-    return tuple(jnp.asarray(v, dtype=jnp.float32) for v in (wt.gram, g_r, ee_r, ws.log_w))
+    n = state.stats.count
+    c = np.where(n > 0, state.stats.b1[..., 0] / np.maximum(n, 1), prior.off_mean)
+    g_r, ee_r, _, _ = _second_moment_sums(ws.stats, ws.m3, ws.m4, c, prior.v0)
+    return tuple(jnp.asarray(v, dtype=jnp.float32) for v in (ws.stats.gram, g_r, ee_r, ws.log_w))
 
 
 def _blr(gram, g, ee, n, v, s):
