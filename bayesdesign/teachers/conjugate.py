@@ -302,21 +302,30 @@ _GH_X, _GH_W = np.polynomial.hermite_e.hermegauss(20)
 _GH_X, _GH_W = jnp.asarray(_GH_X, jnp.float32), jnp.asarray(_GH_W / _GH_W.sum(), jnp.float32)
 
 
-def arm_moments(prior_arrays, a: int, phi_q, gram, g_m, ee_m, g_r, ee_r, n, c, v_hat, r_var, gram_r=None):
+def arm_moments(prior_arrays, a: int, phi_q, gram, g_m, ee_m, g_r, ee_r, n, c, v_hat, r_var):
     """One arm's two regressions at query features ``phi_q`` (Q, F), per class (K, Q): posterior
     mean ``mu`` and variance ``mu_var`` of the mean function; Gaussian approximation ``var``,
     ``var_var`` of the posterior of :math:`\\sigma^2 = r - (\\mu - c)^2` (delta method, before the
-    floor); the log evidences ``ev_m``, ``ev_r`` (K,). Arguments as in :func:`conjugate_decide`;
-    ``gram_r``, when given, is the second-moment regression's own (weighted) Gram matrix."""
-    s_mean, s_var, off, v0, _ = prior_arrays
+    floor); the log evidences ``ev_m``, ``ev_r`` (K,). Arguments as in :func:`conjugate_decide`."""
+    s_mean, _, off, _, _ = prior_arrays
     zm, lm, ev_m = _blr(gram[a], g_m[a], ee_m[a], n[a], v_hat[a], s_mean[a])
-    zr, lr, ev_r = _blr(gram[a] if gram_r is None else gram_r[a], g_r[a], ee_r[a], n[a], r_var[a], s_var[a])
     mu, mu_var = _predict(phi_q, s_mean[a], zm, lm)
+    mu = mu + off[a]
+    var, var_var, ev_r = _variance_moments(prior_arrays, a, phi_q, gram, g_r, ee_r, n, c, r_var, mu, mu_var)
+    return mu, mu_var, var, var_var, ev_m, ev_r
+
+
+def _variance_moments(prior_arrays, a: int, phi_q, gram, g_r, ee_r, n, c, r_var, mu, mu_var):
+    """The second-moment regression of :func:`arm_moments` (its own Gram matrix ``gram``: the
+    reweighted one's is weighted) given the mean function's posterior ``mu``, ``mu_var``: ``var``,
+    ``var_var``, ``ev_r``."""
+    _, s_var, _, v0, _ = prior_arrays
+    zr, lr, ev_r = _blr(gram[a], g_r[a], ee_r[a], n[a], r_var[a], s_var[a])
     r, r_pvar = _predict(phi_q, s_var[a], zr, lr)
-    mu, r = mu + off[a], r + v0[a]
+    r = r + v0[a]
     var = r - (mu - c[a]) ** 2  # (K, Q) posterior mean of sigma^2, before the floor
     var_var = r_pvar + 4.0 * (mu - c[a]) ** 2 * mu_var
-    return mu, mu_var, var, var_var, ev_m, ev_r
+    return var, var_var, ev_r
 
 
 def mix_log_sd(p_k, ls_k, ls_var_k):
@@ -332,12 +341,12 @@ def _arm_terms(prior_arrays, floor, a, phi_q, args, weighted):
     mean sd, mean and variance of the log sd, and log evidence (both regressions, the second one
     tempered later)."""
     _, _, _, v0, _ = prior_arrays
-    mu, _mu_var, var, var_var, ev_m, ev_r = arm_moments(prior_arrays, a, phi_q, *args)
+    mu, mu_var, var, var_var, ev_m, ev_r = arm_moments(prior_arrays, a, phi_q, *args)
     if weighted is not None:
         gram_w, g_rw, ee_rw, log_w = weighted
-        gram, g_m, ee_m, _, _, n, c, v_hat, r_var = args
-        *_, var_w, var_var_w, _, ev_rw = arm_moments(
-            prior_arrays, a, phi_q, gram, g_m, ee_m, g_rw, ee_rw, n, c, v_hat, r_var, gram_r=gram_w
+        _, _, _, _, _, n, c, _, r_var = args
+        var_w, var_var_w, ev_rw = _variance_moments(
+            prior_arrays, a, phi_q, gram_w, g_rw, ee_rw, n, c, r_var, mu, mu_var
         )
         # unit i's noise variance is 2 v^2 / w_i: its density carries + log(w_i) / 2
         mu, ev_m = jnp.concatenate([mu, mu]), jnp.concatenate([ev_m, ev_m])
@@ -501,39 +510,40 @@ class ConjugateTeacher(SequentialPolicy):
         state does not depend on how the units are grouped into calls."""
         a = np.asarray(a, dtype=float)
         y = np.asarray(y, dtype=float)
+        phi = self.features(x)
         if not self.reweight:
-            return self._add(state, x, a, y)
-        x = np.asarray(x, dtype=float)
+            return self._add(state, phi, a, y)
         for j in range(y.shape[-1]):
-            xj, aj, yj = x[:, j : j + 1], a[:, j : j + 1], y[:, j : j + 1]
-            w = self.unit_weights(state, xj, aj[:, 0])
+            phj, aj, yj = phi[:, j : j + 1], a[:, j : j + 1], y[:, j : j + 1]
+            w = self.unit_weights(state, phj, aj[:, 0])
             ws = state.weighted
             onehot = np.stack([1.0 - aj[:, 0], aj[:, 0]], axis=1)  # (B, 2)
             arm = onehot * w[:, None]
             weighted = WeightedStats(
-                update_stats(ws.stats, self.features(xj), aj, yj, keep=w[:, None]),
+                update_stats(ws.stats, phj, aj, yj, keep=w[:, None]),
                 ws.m3 + arm * yj**3,
                 ws.m4 + arm * yj**4,
                 ws.log_w + onehot * np.log(w)[:, None],
             )
-            state = self._add(state, xj, aj, yj)._replace(weighted=weighted)
+            state = self._add(state, phj, aj, yj)._replace(weighted=weighted)
         return state
 
-    def _add(self, state: TeacherState, x, a, y) -> TeacherState:
+    def _add(self, state: TeacherState, phi, a, y) -> TeacherState:
+        """The unweighted statistics with units of features ``phi`` (B, m, F) added."""
         w = np.stack([1.0 - a, a], axis=1)  # (B, 2, m)
         return TeacherState(
             state.t + y.shape[-1],
-            update_stats(state.stats, self.features(x), a, y),
+            update_stats(state.stats, phi, a, y),
             state.m3 + (w * (y**3)[:, None]).sum(-1),
             state.m4 + (w * (y**4)[:, None]).sum(-1),
             extremes_update(state.ext if state.ext is not None else extremes_init(len(y)), y),
             state.weighted,
         )
 
-    def unit_weights(self, state: TeacherState, x: np.ndarray, a: np.ndarray) -> np.ndarray:
-        """The weights (B,) of units arriving at ``x`` (B, 1, d) in arms ``a`` (B,) under the
-        current posterior (:func:`unit_weights`, in the working model's units)."""
-        out, args = self._posterior_view(state, x)
+    def unit_weights(self, state: TeacherState, phi: np.ndarray, a: np.ndarray) -> np.ndarray:
+        """The weights (B,) of units arriving with features ``phi`` (B, 1, F) (:meth:`features`) in
+        arms ``a`` (B,) under the current posterior (:func:`unit_weights`, in the working model's units)."""
+        out, args = self._posterior_view(state, phi)
         idx = np.asarray(a, dtype=int)[:, None]
         pick = lambda v: np.take_along_axis(np.asarray(v, dtype=float).reshape(len(idx), 2), idx, 1)[:, 0]  # noqa: E731
         return unit_weights(
@@ -558,23 +568,23 @@ class ConjugateTeacher(SequentialPolicy):
         """:meth:`decide` with ``pi`` the Neyman ratio of :math:`\bar s_a` whatever the rule, and
         ``atom`` (B,): whether the rule is the one for outcomes with an atom (:meth:`apply_rule`)."""
         view, c, s = self._view(state)
-        out, _ = self._posterior_view(state, x, view)
+        out, _ = self._posterior_view(state, self.features(x), view)
         if self.standardize:
             out["mean"] = c[:, None, None] + s[:, None, None] * out["mean"]
             out["sbar"] = s[:, None, None] * out["sbar"]
             out["log_sd_mean"] = np.log(s)[:, None, None] + out["log_sd_mean"]
         return out
 
-    def _posterior_view(self, state: TeacherState, x: np.ndarray, view: TeacherState | None = None):
-        """:func:`conjugate_decide` at ``x`` in the working model's units (standardized ones for a
-        prior with ``outcome.standardize``), with ``atom`` (B,) added, and the :func:`_centred`
-        statistics it was computed from."""
+    def _posterior_view(self, state: TeacherState, phi: np.ndarray, view: TeacherState | None = None):
+        """:func:`conjugate_decide` at query features ``phi`` (B, Q, F) in the working model's units
+        (standardized ones for a prior with ``outcome.standardize``), with ``atom`` (B,) added, and
+        the :func:`_centred` statistics it was computed from."""
         view = self._view(state)[0] if view is None else view
         atom = self.atom_rows(state)
         args = _centred(self.prior, view, self.config.prior_obs, self.robust or atom)
-        phi = jnp.asarray(self.features(x), jnp.float32)
         res = conjugate_decide(
-            self._arrays, self._floor, self._both, phi, *args, _weighted_centred(self.prior, view)
+            self._arrays, self._floor, self._both, jnp.asarray(phi, jnp.float32), *args,
+            _weighted_centred(self.prior, view),
         )
         out = {k: np.asarray(v, dtype=float) for k, v in res.items()}
         out["atom"] = atom
