@@ -108,6 +108,8 @@ def main(argv=None):
             "design_var_ratio": float(summaries[r.scenario].loc[r.design, "design_var_ratio"]),
             "realized_over_design": float(summaries[r.scenario].loc[r.design, "realized_over_design"]),
             "realized_over_design_se": float(summaries[r.scenario].loc[r.design, "realized_over_design_se"]),
+            "score_over_design": float(summaries[r.scenario].loc[r.design, "score_over_design"]),
+            "score_over_design_se": float(summaries[r.scenario].loc[r.design, "score_over_design_se"]),
         }
         for r in table.itertuples()
     ]
@@ -121,6 +123,8 @@ def main(argv=None):
         "design_var_ratio",
         "realized_over_design",
         "realized_over_design_se",
+        "score_over_design",
+        "score_over_design_se",
     ]
     flagged = [f"{r['design']} on {r['scenario']}" for r in rows if r["flag"]]
     title = "Interval coverage" + ("" if args.section == "coverage" else f" ({args.section})")
@@ -133,7 +137,10 @@ def main(argv=None):
         "[0.93, 0.97] for every design and scenario (DESIGN.md section 5). `mse_ratio`: MSE over the oracle's on "
         "the same seeds; `design_var_ratio`: the variance the realised allocations imply over V*; "
         "`realized_over_design`: T * MSE over the mean design variance, `realized_over_design_se` its Monte "
-        "Carlo standard error. Command: "
+        "Carlo standard error; `score_over_design` (± `score_over_design_se`): the same expectation "
+        "estimated from the scores' mean square (mean T * se^2; equal in expectation by the martingale "
+        "property, far less noisy). Common random numbers make the cells of one scenario share their "
+        "Monte Carlo error. Command: "
         f"`python benchmarks/design_coverage.py {' '.join(argv if argv is not None else sys.argv[1:])}`.\n\n"
         + md_table(rows, cols)
         + ("\n\nFlagged: " + ", ".join(flagged) + "." if flagged else "\n\nNo cell flagged.")

@@ -115,6 +115,21 @@ def test_cli_simulate_json_contract(tmp_path):
         e2, dv = (est - ate) ** 2, ds.design_var.sel(design=d).values.mean()
         assert row["realized_over_design"] == pytest.approx(200 * e2.mean() / dv, rel=1e-9)
         assert row["realized_over_design_se"] == pytest.approx(200 * e2.std() / np.sqrt(5) / dv, rel=1e-9)
+        assert row["score_over_design"] == pytest.approx(200 * np.mean(se**2) * 200 / 199 / dv, rel=1e-9)
+
+
+def test_score_over_design_estimates_the_realized_ratio_with_less_noise():
+    """E[T MSE] = E[T se^2] T_s/(T_s - 1) for martingale-difference scores, so the score-based
+    ratio agrees with T MSE / design variance within their joint Monte Carlo error, and with an
+    error many times smaller than the squared errors' (each replication contributes a mean square
+    of T scores instead of one squared error)."""
+    ds = simulate(get_scenario("S2"), ["uniform", "plugin-neyman"], horizon=300, reps=300, seed=3, keep_units=0)
+    df = summarize(ds)
+    for name, row in df.iterrows():
+        joint = np.hypot(row["realized_over_design_se"], row["score_over_design_se"])
+        assert abs(row["score_over_design"] - row["realized_over_design"]) < 3 * joint, name
+        assert row["score_over_design_se"] < 0.25 * row["realized_over_design_se"], name
+        assert 0.9 < row["score_over_design"] < 1.2, name
 
 
 def test_cli_analyze_and_errors(tmp_path, rng):
