@@ -77,6 +77,30 @@ def test_state_does_not_depend_on_how_units_are_grouped(rng):
     np.testing.assert_allclose(teacher.propensity(hist, x[:5]), at_once, rtol=1e-12)
 
 
+def test_update_reuses_the_posterior_of_the_decision_just_made(rng, monkeypatch):
+    """Deciding a unit and then adding it evaluates the posterior once, and the state is the one
+    a fresh evaluation gives (also when a decision at other units came in between)."""
+    teacher = make_teacher("mixture", "unit-free", TeacherConfig(reweight=50.0))
+    x, a, y = _history(rng, bd.get_scenario("S10"), 40)
+    state = teacher.update(teacher.init(2), x[None, :30].repeat(2, 0), a[None, :30].repeat(2, 0),
+                           y[None, :30].repeat(2, 0), np.full((2, 30), 0.5))
+    xn, an, yn = x[None, 30:31].repeat(2, 0), np.array([[0.0], [1.0]]), y[None, 30:31].repeat(2, 0)
+    assert teacher.slab > 0  # computed once, on a posterior of its own
+    calls = []
+    original = teacher._posterior_view
+    monkeypatch.setattr(teacher, "_posterior_view", lambda *args, **kw: calls.append(1) or original(*args, **kw))
+    pi = teacher.propensity_at(state, xn)
+    cached = teacher.update(state, xn, an, yn, pi)
+    assert len(calls) == 1
+    teacher._last = None
+    fresh = teacher.update(state, xn, an, yn, pi)
+    assert len(calls) == 2
+    np.testing.assert_array_equal(cached.weighted.log_w, fresh.weighted.log_w)
+    assert np.abs(fresh.weighted.log_w).sum() > 0
+    teacher.propensity_at(state, x[None, 31:32].repeat(2, 0))  # another covariate: no reuse
+    np.testing.assert_array_equal(teacher.update(state, xn, an, yn, pi).weighted.log_w, fresh.weighted.log_w)
+
+
 def test_reweighted_design_ignores_the_outcome_units():
     env = bd.get_scenario("S10")
     moved = bd.rescale(env, [0.0], [1.0], shift=1000.0, scale=25.0)

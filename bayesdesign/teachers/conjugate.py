@@ -477,6 +477,7 @@ class ConjugateTeacher(SequentialPolicy):
         self.robust = self.config.robust
         self.atom_share = self.config.atom if self.spec.family in ("gaussian", "student_t") else 0.0
         self.reweight = float(self.config.reweight)
+        self._last = None  # (state, features, posterior, statistics) of the last decision, reweight only
         if self.reweight and self.spec.family not in ("gaussian", "student_t"):
             raise ValueError(
                 f"reweight: the reweighted second-moment regression is for continuous outcome families "
@@ -542,8 +543,14 @@ class ConjugateTeacher(SequentialPolicy):
 
     def unit_weights(self, state: TeacherState, phi: np.ndarray, a: np.ndarray) -> np.ndarray:
         """The weights (B,) of units arriving with features ``phi`` (B, 1, F) (:meth:`features`) in
-        arms ``a`` (B,) under the current posterior (:func:`unit_weights`, in the working model's units)."""
-        out, args = self._posterior_view(state, phi)
+        arms ``a`` (B,) under the current posterior (:func:`unit_weights`, in the working model's units).
+        The posterior of the decision just made at these units is reused (the runner and the
+        service decide a unit's probability from the state it then updates)."""
+        last = self._last
+        if last is not None and last[0] is state and last[1].shape == phi.shape and np.array_equal(last[1], phi):
+            out, args = last[2], last[3]
+        else:
+            out, args = self._posterior_view(state, phi)
         idx = np.asarray(a, dtype=int)[:, None]
         pick = lambda v: np.take_along_axis(np.asarray(v, dtype=float).reshape(len(idx), 2), idx, 1)[:, 0]  # noqa: E731
         return unit_weights(
@@ -568,7 +575,10 @@ class ConjugateTeacher(SequentialPolicy):
         """:meth:`decide` with ``pi`` the Neyman ratio of :math:`\bar s_a` whatever the rule, and
         ``atom`` (B,): whether the rule is the one for outcomes with an atom (:meth:`apply_rule`)."""
         view, c, s = self._view(state)
-        out, _ = self._posterior_view(state, self.features(x), view)
+        phi = self.features(x)
+        out, args = self._posterior_view(state, phi, view)
+        if self.reweight:  # the next update's weights come from this posterior (unit_weights)
+            self._last = (state, phi, {k: out[k] for k in ("sbar", "mean")}, args)
         if self.standardize:
             out["mean"] = c[:, None, None] + s[:, None, None] * out["mean"]
             out["sbar"] = s[:, None, None] * out["sbar"]
