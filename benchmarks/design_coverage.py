@@ -101,6 +101,8 @@ def main(argv=None):
         {
             "scenario": r.scenario,
             "design": r.design,
+            "reps": int(r.reps),
+            "covered": int(r.covered),
             "coverage": r.coverage,
             "wilson 95%": f"[{r.lower:.3f}, {r.upper:.3f}]",
             "flag": r.flag or "",
