@@ -10,7 +10,9 @@ import torch
 
 import bayesdesign as bd
 from bayesdesign.design import make_design, simulate
-from bayesdesign.student import load_policy
+from bayesdesign.student import distil, load_policy
+from bayesdesign.teachers import TeacherConfig
+from bayesdesign.traces import generate_traces
 
 STUDENT, TEACHER = "student:pretrained:reweight", "teacher:mixture:unit-free:reweight"
 B, N = 4, 250
@@ -51,6 +53,18 @@ def test_engine_decides_as_the_reweighted_teacher(s10, folded):
     assert np.abs(pi[STUDENT] - pi[TEACHER]).max() < 2e-5
     assert np.abs(pi[STUDENT] - pi["student:pretrained"]).max() > 0.02
     assert np.abs(pi[TEACHER] - 0.5).max() > 0.1  # not a trivial agreement at 1/2
+
+
+def test_safe_rule_with_reweighting_follows_the_teacher(s10):
+    """``:safe:reweight``: the safe log-odds rule and the robust second-moment variance, which the
+    reweighted regression shares; the same 2e-5 as above."""
+    env, x, a, y, xq = s10
+    pi = []
+    for name in ("student:pretrained:safe:reweight", "teacher:mixture:unit-free:safe:reweight"):
+        policy = make_design(name, env, 300)
+        pi.append(policy.propensity_at(policy.update(policy.init(B), x[:, :150], a[:, :150], y[:, :150], None), xq))
+    assert np.abs(pi[0] - pi[1]).max() < 2e-5
+    assert np.abs(pi[1] - 0.5).max() > 0.1
 
 
 def test_engine_draws_the_teachers_weights(folded):
@@ -105,3 +119,10 @@ def test_torch_backend_refuses_reweight():
         policy.model(t, t[..., 0], t[..., 0], t)
     policy.model.conj.set_rule(policy.student.teacher_config)  # reweight 0: torch runs again
     assert policy.init(1).t == 0
+
+
+def test_distillation_refuses_traces_of_a_reweighted_teacher(tmp_path):
+    traces = generate_traces("unit-free", "mixture", tasks=4, horizon=20, queries=2, out=tmp_path / "t.nc",
+                             refit_every=10, seed=1, teacher_config=TeacherConfig(reweight=50.0))
+    with pytest.raises(ValueError, match=r"t\.nc: the traces' teacher has reweight=50.*torch student"):
+        distil(traces, tmp_path / "s", seed=0, steps=2, batch_size=2, progress=False)
