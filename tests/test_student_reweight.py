@@ -126,3 +126,21 @@ def test_distillation_refuses_traces_of_a_reweighted_teacher(tmp_path):
                              refit_every=10, seed=1, teacher_config=TeacherConfig(reweight=50.0))
     with pytest.raises(ValueError, match=r"t\.nc: the traces' teacher has reweight=50.*torch student"):
         distil(traces, tmp_path / "s", seed=0, steps=2, batch_size=2, progress=False)
+
+
+def test_students_without_the_reweighted_regression_refuse_the_suffix(tmp_path):
+    """A student without the conjugate layer, or of a Bernoulli prior, is refused ``:reweight``
+    rather than running without it."""
+    from test_student_checkpoint import make_checkpoint
+
+    from bayesdesign.student.policy import design_factory
+    from bayesdesign.student.untrained import untrained_student
+
+    env = bd.get_scenario("S2")
+    make_checkpoint(tmp_path / "net")
+    with pytest.raises(ValueError, match="reweight: .*needs a student with the conjugate layer.*no conjugate layer"):
+        design_factory(f"{tmp_path / 'net'}:reweight", env, 100)
+    untrained_student("binary", tmp_path / "bin")
+    with pytest.raises(ValueError, match="reweight: .*continuous outcome family.*family bernoulli"):
+        design_factory(f"{tmp_path / 'bin'}:reweight", env, 100)
+    assert design_factory(f"{tmp_path / 'bin'}", env, 100).model.conj.reweight == 0.0
