@@ -132,8 +132,6 @@ def test_reweight_is_refused_where_it_is_not_implemented():
         make_teacher("conjugate", "binary", TeacherConfig(reweight=50.0))
     with pytest.raises(ValueError, match="reweight"):
         make_teacher("nuts", "beta1", TeacherConfig(reweight=50.0, rule="sd", spike=0.0))
-    with pytest.raises(ValueError, match="students do not implement"):
-        bd.make_design("student:pretrained:reweight", bd.get_scenario("S2"), 100)
     with pytest.raises(ValueError, match="reweight: expected a finite number"):
         TeacherConfig(reweight=-1.0)
     assert bd.make_design("teacher:mixture:unit-free:reweight", bd.get_scenario("S2"), 100).config.reweight == 50.0

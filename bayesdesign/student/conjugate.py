@@ -131,19 +131,29 @@ class ConjugateLayer(nn.Module):
 
     def set_rule(self, teacher_config: dict) -> None:
         """The teacher's ``robust`` second-moment variance, its rule (``safe``, ``spike``, as
-        :func:`~bayesdesign.efficiency.log_odds_settings` reads them from a stored configuration)
-        and its ``atom`` share (0 when the configuration has none), which are not saved with the
-        weights. A configuration with ``reweight`` (the teachers' reweighted second-moment
-        regression) is refused: the layer does not implement it."""
-        if float(teacher_config.get("reweight", 0.0)):
-            raise ValueError(
-                "reweight: the student's conjugate layer does not implement the teachers' reweighted "
-                "second-moment regression; use a teacher configuration with reweight=0"
-            )
+        :func:`~bayesdesign.efficiency.log_odds_settings` reads them from a stored configuration),
+        its ``atom`` share (0 when the configuration has none) and its ``reweight`` :math:`n_0`
+        (the reweighted second-moment regression; 0: off), which are not saved with the weights.
+        Only the compiled engine (:mod:`bayesdesign.student.engine`) implements ``reweight``: this
+        layer's torch :meth:`fit` refuses it (:meth:`check_torch`)."""
+        reweight = float(teacher_config.get("reweight", 0.0))
+        if not 0.0 <= reweight < math.inf:
+            raise ValueError(f"reweight: expected a finite number of pseudo-units >= 0 (0: off), got {reweight}")
+        self.reweight = reweight
         self.robust = bool(teacher_config.get("robust", False))
         self.safe, self.spike = log_odds_settings(teacher_config)
         self.atom = float(teacher_config.get("atom", 0.0))
         self._slab = None
+
+    def check_torch(self, where: str) -> None:
+        """Refuse ``reweight`` in the torch code paths (``where`` names the caller), which do not
+        implement the reweighted second-moment regression."""
+        if self.reweight:
+            raise ValueError(
+                f"reweight: {where} runs the student in torch, which does not implement the teachers' "
+                f"reweighted second-moment regression (reweight={self.reweight:g}); use the compiled engine: "
+                "StudentPolicy(..., backend='engine') on the CPU (or a teacher configuration with reweight=0)"
+            )
 
     @staticmethod
     def mixture_log_sd(p: Tensor, ls_mean: Tensor, ls_var: Tensor) -> tuple[Tensor, Tensor]:
@@ -162,7 +172,8 @@ class ConjugateLayer(nn.Module):
             return 1.0
         if self._slab is None:
             uq = torch.as_tensor(slab_grid(self.d), dtype=torch.float64, device=self.log_w.device)[None]
-            base = self.forward(torch.zeros((1, self.n_stats), dtype=torch.float64, device=uq.device), uq)
+            # before any unit the reweighted second-moment model is the unweighted one: the same slab
+            base = self.predict(self._fit(torch.zeros((1, self.n_stats), dtype=torch.float64, device=uq.device)), uq)
             p = torch.softmax(self.log_w, 0)[None, None, :, None]
             _, var = self.mixture_log_sd(p, base["ls_mean"], base["ls_var"])
             self._slab = slab_sd(var[0].T.sqrt().cpu().numpy())
@@ -217,7 +228,15 @@ class ConjugateLayer(nn.Module):
     @torch.no_grad()
     def fit(self, sums: Tensor, robust: Tensor | None = None) -> ConjugateFit:
         """The history side (a function of the sums only; cacheable between decisions); the robust
-        second-moment variance where the configuration has it or in the rows where ``robust`` (B,)."""
+        second-moment variance where the configuration has it or in the rows where ``robust`` (B,).
+        A configuration with ``reweight`` is refused (the compiled engine implements it, not torch)."""
+        self.check_torch("ConjugateLayer.fit")
+        return self._fit(sums, robust)
+
+    @torch.no_grad()
+    def _fit(self, sums: Tensor, robust: Tensor | None = None) -> ConjugateFit:
+        """:meth:`fit` without the refusal of ``reweight`` (the prior's fit, where the reweighted
+        model coincides with the unweighted one: :attr:`slab`)."""
         f = self.f
         b = sums.shape[0]
         st = sums.double().view(b, 2, -1)

@@ -329,6 +329,12 @@ def distil(
     val_ds = TraceDataset(files, [s[1] for s in splits])
     val_batches = _validation_batches(val_ds, batch_size, val_examples, seed) if len(val_ds) else []
     teacher_config = json.loads(first.attrs.get("teacher_config", "{}"))
+    if float(teacher_config.get("reweight", 0.0)):
+        raise ValueError(
+            f"{paths[0]}: the traces' teacher has reweight={teacher_config['reweight']} (the reweighted "
+            "second-moment regression), which the torch student does not implement, so it cannot be trained "
+            "on them; generate traces with reweight=0"
+        )
 
     spec = PriorSpec.from_dict(json.loads(first.attrs["prior"]), source=str(paths[0]))
     if working is not None:

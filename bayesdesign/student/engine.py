@@ -23,6 +23,20 @@ and an update refits only the arm that received units. The softmax's exponential
 arithmetic so that its loop vectorizes. The network runs in float32, as the torch model does; the
 conjugate layer in float64.
 
+With the teacher's ``reweight`` (``TeacherConfig.reweight``, read from the conjugate layer) the
+engine also keeps the reweighted sums of the teacher's reweighted second-moment regression (the
+layer's sums with each unit's terms times its weight, and :math:`\sum \log w` per arm): an update
+then adds the units one at a time, each unit's weight computed from the layer's fit of the units
+before it under the layer's own class posterior (:func:`_unit_weight`, as the teacher's
+``unit_weights``), and the fit gains the reweighted regression per arm and class. The network
+keeps its K classes: within each class the two second-moment models are averaged by their
+evidence, :math:`\lambda e_{r,k} = \log\frac12(e^{\lambda e_{u,k}} + e^{\lambda e_{w,k}})` and
+the class's :math:`\bar s`, mean and variance of :math:`\log\sigma` the moments of that
+two-model mixture (:func:`_class_log_p`, :func:`_conj_predict`), so every class mixture
+downstream (the class posterior, the Neyman ratio, the log-odds rule) is the teacher's over its
+2K classes. The torch model does not implement it (``tests/test_student_reweight.py``). With
+``reweight`` 0 the compiled code computes exactly what it did before.
+
 The engine and the torch model check each other (``tests/test_student_engine.py``). Compiled code
 is cached on disk by Numba (``cache=True``): the first use on a machine compiles for about
 40 s, later processes load it in a second or two. XLA (``jax.jit``) was tried first and was
@@ -41,6 +55,7 @@ import numpy as np
 from numba import njit
 
 from ..efficiency import ATOM_SAFE, extremes_init
+from ..teachers.conjugate import WEIGHT_RANGE
 from .conjugate import _GH_W, _GH_X
 from .model import _N_SCALE
 
@@ -52,6 +67,7 @@ _HALF, _ONE = np.float32(0.5), np.float32(1.0)
 _GELU_C = np.float32(math.sqrt(2.0 / math.pi))
 _GELU_C3 = np.float32(0.044715 * math.sqrt(2.0 / math.pi))
 _SQRT2 = math.sqrt(2.0)
+WEIGHT_LOW, WEIGHT_HIGH = (float(v) for v in WEIGHT_RANGE)
 
 
 class Weights(NamedTuple):
@@ -114,7 +130,9 @@ class _Side(NamedTuple):
     """The history side of the next decision (per replication): pooled moments ``mean`` (B, G),
     the gate's ``log_p`` (B, K), the ``summary`` token (B, D), and the conjugate fit: ``coef``
     (B, 4K, F), ``cov`` (B, 4K, F, F) (rows ordered arm, regression, class), the arms' running
-    means ``cm`` (B, 2) and log evidences ``ev`` (B, arm, regression, K)."""
+    means ``cm`` (B, 2) and log evidences ``ev`` (B, arm, regression, K). With the teacher's
+    ``reweight`` the reweighted second-moment regressions follow (rows ``4K + arm K + k``, 6K in
+    all) and ``ev`` has a third regression (B, 2, 3, K)."""
 
     mean: np.ndarray
     log_p: np.ndarray
@@ -126,10 +144,13 @@ class _Side(NamedTuple):
 
 
 class EngineState(NamedTuple):
-    """``t`` units seen; the shared ``cache`` (keys and values); the pooled sums ``gate_sum``
+    r"""``t`` units seen; the shared ``cache`` (keys and values); the pooled sums ``gate_sum``
     (B, G) and ``stats`` (B, S); the history side of the next decision (``None`` before any unit);
     which histories' outcomes have an atom (B,) and the running extremes of their outcomes
-    (:func:`~bayesdesign.efficiency.extremes_update`) (``None`` before any unit)."""
+    (:func:`~bayesdesign.efficiency.extremes_update`) (``None`` before any unit); with the
+    teacher's ``reweight`` the reweighted sums ``wstats`` (B, S) (the layout of ``stats``, each
+    unit's terms times its weight) and :math:`\sum \log w` per arm ``wlog`` (B, 2), else
+    ``None``."""
 
     t: int
     cache: _Cache
@@ -138,6 +159,8 @@ class EngineState(NamedTuple):
     side: _Side | None = None
     atom: np.ndarray | None = None
     ext: np.ndarray | None = None
+    wstats: np.ndarray | None = None
+    wlog: np.ndarray | None = None
 
 
 def engine_weights(model) -> Weights:
@@ -316,18 +339,42 @@ def _add_unit(W, u, a, y, ylay, kv, g, stats):
         g[k * p : (k + 1) * p] += arm_pow[k] * phi
     g[6 * p :] += _gelu(_linear(tokens, W.gt_w, W.gt_b))
     if W.n_terms:
-        f = 1 + d * W.n_terms
-        psi = np.empty(f)
-        _basis(u, W.n_terms, _SQRT2, psi)
-        half = stats.shape[0] // 2
-        st = stats[half:] if a > 0.5 else stats[:half]
-        for i in range(f):
-            for j in range(f):
-                st[i * f + j] += psi[i] * psi[j]
-        st[f * f : f * f + f] += psi * ylay
-        st[f * f + f : f * f + 2 * f] += psi * (ylay * ylay)
-        st[-2] += ylay * ylay * ylay
-        st[-1] += ylay * ylay * ylay * ylay
+        _add_layer_terms(W, u, a, ylay, stats)
+
+
+@_jit
+def _add_layer_terms(W, u, a, ylay, stats):
+    """One unit's conjugate-layer terms (:meth:`ConjugateLayer.unit_stats`) added to ``stats`` (S,)."""
+    f = 1 + W.d * W.n_terms
+    psi = np.empty(f)
+    _basis(u, W.n_terms, _SQRT2, psi)
+    half = stats.shape[0] // 2
+    st = stats[half:] if a > 0.5 else stats[:half]
+    for i in range(f):
+        for j in range(f):
+            st[i * f + j] += psi[i] * psi[j]
+    st[f * f : f * f + f] += psi * ylay
+    st[f * f + f : f * f + 2 * f] += psi * (ylay * ylay)
+    st[-2] += ylay * ylay * ylay
+    st[-1] += ylay * ylay * ylay * ylay
+
+
+@_jit
+def _add_weighted_terms(W, u, a, ylay, w, stats):
+    """:func:`_add_layer_terms` with every term times the unit's weight ``w`` (the reweighted
+    second-moment regression's sums)."""
+    f = 1 + W.d * W.n_terms
+    psi = np.empty(f)
+    _basis(u, W.n_terms, _SQRT2, psi)
+    half = stats.shape[0] // 2
+    st = stats[half:] if a > 0.5 else stats[:half]
+    for i in range(f):
+        for j in range(f):
+            st[i * f + j] += w * psi[i] * psi[j]
+    st[f * f : f * f + f] += w * psi * ylay
+    st[f * f + f : f * f + 2 * f] += w * psi * (ylay * ylay)
+    st[-2] += w * (ylay * ylay * ylay)
+    st[-1] += w * (ylay * ylay * ylay * ylay)
 
 
 @_jit
@@ -375,6 +422,52 @@ def _cholesky_inverse(a, lower, inv):
 
 
 @_jit
+def _arm_noise(W, st, robust):
+    """An arm's count ``n``, running mean ``c``, :math:`\\sum (y - c)^2`, shrunk noise variance
+    :math:`\\hat v`, :math:`\\sum (y - c)^4` and the second-moment regression's noise variance
+    (:math:`2 \\hat v^2`, or the robust one where ``W.robust`` or ``robust``) from its sums ``st``
+    (as :meth:`ConjugateLayer.fit`)."""
+    f = 1 + W.d * W.n_terms
+    n, m1, m2 = st[0], st[f * f], st[f * f + f]
+    m3, m4 = st[-2], st[-1]
+    c = m1 / max(n, 1.0)
+    syy = max(m2 - 2 * c * m1 + c * c * n, 0.0)
+    v_hat = (syy + W.prior_obs) / (n + W.prior_obs)
+    sum_r2 = m4 - 4 * c * m3 + 6 * c * c * m2 - 4 * c**3 * m1 + c**4 * n
+    r_var = 2 * v_hat * v_hat
+    if W.robust or robust:
+        kurt = (max(sum_r2, 0.0) + 3 * W.prior_obs) / (n + W.prior_obs) / (v_hat * v_hat)
+        r_var = max(kurt - 1.0, 0.5) * v_hat * v_hat
+    return n, c, syy, v_hat, sum_r2, r_var
+
+
+@_jit
+def _blr_row(s, gram, g, ee, n, v, coef_r, cov_r):
+    """The whitened Bayesian linear regression of one class (prior sds ``s`` (F,), noise variance
+    ``v``): writes the posterior mean ``coef_r`` (F,) and covariance ``cov_r`` (F, F) of the
+    coefficients, returns the log marginal likelihood (as the teacher's ``_blr``)."""
+    f = gram.shape[0]
+    prec, lower, inv = np.empty((f, f)), np.empty((f, f)), np.empty((f, f))
+    h = np.empty(f)
+    for i in range(f):
+        si = s[i] / v
+        for j in range(f):
+            prec[i, j] = si * gram[i, j] * s[j]
+        prec[i, i] += 1.0
+        h[i] = si * g[i]
+    logdet = _cholesky_inverse(prec, lower, inv)
+    quad = 0.0
+    for i in range(f):
+        z = 0.0
+        for j in range(f):
+            z += inv[i, j] * h[j]
+            cov_r[i, j] = s[i] * inv[i, j] * s[j]
+        coef_r[i] = s[i] * z
+        quad += h[i] * z
+    return -0.5 * (n * math.log(2 * math.pi * v) + logdet + ee / v - quad)
+
+
+@_jit
 def _conj_fit_arm(W, st, arm, robust, coef, cov, cm, ev):
     """One arm's part of the conjugate layer's fit (as :meth:`ConjugateLayer.fit`, the robust
     second-moment variance where ``W.robust`` or ``robust``) from its pooled sums ``st``: writes
@@ -385,50 +478,53 @@ def _conj_fit_arm(W, st, arm, robust, coef, cov, cm, ev):
     gram = st[: f * f].reshape((f, f))
     b1 = st[f * f : f * f + f]
     b2 = st[f * f + f : f * f + 2 * f]
-    m3, m4 = st[-2], st[-1]
-    n, m1, m2 = gram[0, 0], b1[0], b2[0]
-    c = m1 / max(n, 1.0)
-    syy = max(m2 - 2 * c * m1 + c * c * n, 0.0)
-    v_hat = (syy + W.prior_obs) / (n + W.prior_obs)
-    sum_r2 = m4 - 4 * c * m3 + 6 * c * c * m2 - 4 * c**3 * m1 + c**4 * n
+    n, c, syy, v_hat, sum_r2, r_var = _arm_noise(W, st, robust)
     cm[arm] = c
-    prec, lower, inv = np.empty((f, f)), np.empty((f, f)), np.empty((f, f))
-    g, h = np.empty(f), np.empty(f)
+    g = np.empty(f)
     for reg in range(2):
         if reg == 0:
             g[:] = b1
-            ee, v = m2, v_hat
+            ee, v = b2[0], v_hat
         else:
             for i in range(f):
                 g[i] = b2[i] - 2 * c * b1[i] + (c * c - 1.0) * gram[0, i]
-            ee, v = max(sum_r2, 0.0) - 2 * syy + n, 2 * v_hat * v_hat
-            if W.robust or robust:
-                kurt = (max(sum_r2, 0.0) + 3 * W.prior_obs) / (n + W.prior_obs) / (v_hat * v_hat)
-                v = max(kurt - 1.0, 0.5) * v_hat * v_hat
+            ee, v = max(sum_r2, 0.0) - 2 * syy + n, r_var
         for k in range(kk):
-            s = W.s[arm, reg, k]
-            for i in range(f):
-                si = s[i] / v
-                for j in range(f):
-                    prec[i, j] = si * gram[i, j] * s[j]
-                prec[i, i] += 1.0
-                h[i] = si * g[i]
-            logdet = _cholesky_inverse(prec, lower, inv)
             row = (arm * 2 + reg) * kk + k
-            quad = 0.0
-            for i in range(f):
-                z = 0.0
-                for j in range(f):
-                    z += inv[i, j] * h[j]
-                    cov[row, i, j] = s[i] * inv[i, j] * s[j]
-                coef[row, i] = s[i] * z
-                quad += h[i] * z
-            ev[arm, reg, k] = -0.5 * (n * math.log(2 * math.pi * v) + logdet + ee / v - quad)
+            ev[arm, reg, k] = _blr_row(W.s[arm, reg, k], gram, g, ee, n, v, coef[row], cov[row])
 
 
 @_jit
-def _standardized(stats, f):
-    """:func:`~bayesdesign.student.conjugate.standardize_sums` of one history's sums (S,)."""
+def _conj_fit_weighted(W, st, wst, log_w, arm, robust, coef, cov, ev):
+    r"""One arm's reweighted second-moment regression (the teacher's ``TeacherConfig.reweight``)
+    from its weighted sums ``wst`` (the layout of ``st``, every unit's terms times its weight) and
+    :math:`\sum \log w_i` ``log_w``: :math:`(y - c)^2 - v_0` on the series with noise variance
+    :math:`r / w_i` per unit, centred at the arm's unweighted running mean :math:`c`, with the
+    unweighted regression's noise variance :math:`r`, count and prior scales (as the teacher's
+    ``_weighted_centred`` and ``_regressions``). Writes rows ``4K + arm K + k`` of ``coef`` and
+    ``cov`` and ``ev[arm, 2]`` (K,), which carries :math:`+\frac12 \sum \log w_i`."""
+    f, kk = 1 + W.d * W.n_terms, W.n_classes
+    n, c, _, _, _, r_var = _arm_noise(W, st, robust)
+    gram = wst[: f * f].reshape((f, f))
+    b1 = wst[f * f : f * f + f]
+    b2 = wst[f * f + f : f * f + 2 * f]
+    nw, m1, m2, m3, m4 = gram[0, 0], b1[0], b2[0], wst[-2], wst[-1]
+    g = np.empty(f)
+    for i in range(f):
+        g[i] = b2[i] - 2 * c * b1[i] + (c * c - 1.0) * gram[0, i]
+    syy = max(m2 - 2 * c * m1 + c * c * nw, 0.0)
+    sum_r2 = m4 - 4 * c * m3 + 6 * c * c * m2 - 4 * c**3 * m1 + c**4 * nw
+    ee = max(sum_r2, 0.0) - 2 * syy + nw
+    for k in range(kk):
+        row = 4 * kk + arm * kk + k
+        ev[arm, 2, k] = _blr_row(W.s[arm, 1, k], gram, g, ee, n, r_var, coef[row], cov[row]) + 0.5 * log_w
+
+
+@_jit
+def _pooled_location_scale(stats, f):
+    """The pooled mean and sd of one history's outcomes from its sums (S,) (:math:`c = 0, s = 1`
+    before two distinct outcomes), as :func:`~bayesdesign.student.conjugate.standardize_sums`, and
+    whether they are defined (as the teacher's ``pooled_location_scale``)."""
     half = stats.shape[0] // 2
     n_tot, s1, s2 = 0.0, 0.0, 0.0
     for arm in range(2):
@@ -439,10 +535,19 @@ def _standardized(stats, f):
     c = s1 / n_tot if n_tot > 0 else 0.0
     var = s2 / max(n_tot, 1.0) - c * c
     sd = 1.0
-    if n_tot > 1 and var > 1e-12 * max(c * c, 1e-300):
+    ok = n_tot > 1 and var > 1e-12 * max(c * c, 1e-300)
+    if ok:
         sd = math.sqrt(var)
     else:
         c = 0.0
+    return c, sd, ok
+
+
+@_jit
+def _standardize_with(stats, c, sd, f):
+    """The sums (S,) of :math:`z = (y - c)/s` from those of ``y`` (binomial expansions; also for
+    weighted sums, with the unweighted ``c``, ``sd``)."""
+    half = stats.shape[0] // 2
     out = stats.copy()
     for arm in range(2):
         o = arm * half
@@ -457,11 +562,74 @@ def _standardized(stats, f):
 
 
 @_jit
-def _history_side(W, gate_sum, n, stats, refit, robust, mean, log_p, summary, coef, cov, cm, ev):
+def _standardized(stats, f):
+    """:func:`~bayesdesign.student.conjugate.standardize_sums` of one history's sums (S,)."""
+    c, sd, _ = _pooled_location_scale(stats, f)
+    return _standardize_with(stats, c, sd, f)
+
+
+@_jit
+def _conj_fit(W, stats, wstats, wlog, refit, robust, coef, cov, cm, ev):
+    """The conjugate layer's fit of one history from its sums ``stats`` (S,) (standardized in
+    context where ``W.standardize``, which moves both arms: ``refit`` is then set), for the arms
+    where ``refit`` (2,); with the reweighted sums ``wstats`` (S,) and ``wlog`` (2,) (empty: no
+    reweighting) the reweighted second-moment regressions too, standardized with the unweighted
+    pooled location and scale (as the teacher's ``standardized_state``)."""
+    f = 1 + W.d * W.n_terms
+    half = stats.shape[0] // 2
+    rw = wstats.shape[0] > 0
+    if W.standardize:  # the pooled location and scale move with every unit: both arms change
+        c, sd, _ = _pooled_location_scale(stats, f)
+        stats = _standardize_with(stats, c, sd, f)
+        if rw:
+            wstats = _standardize_with(wstats, c, sd, f)
+        refit[:] = True
+    for arm in range(2):
+        if refit[arm]:
+            st = stats[arm * half : (arm + 1) * half]
+            _conj_fit_arm(W, st, arm, robust, coef, cov, cm, ev)
+            if rw:
+                _conj_fit_weighted(W, st, wstats[arm * half : (arm + 1) * half], wlog[arm], arm, robust, coef, cov, ev)
+
+
+@_jit
+def _class_log_p(W, ev):
+    r"""The conjugate layer's class posterior :math:`\log P(k \mid H)` (K,) from the log evidences
+    ``ev`` (2 arms, regressions, K), summed over arms: :math:`\log w_k + e_{m,k} + \lambda e_{r,k}`
+    normalized. With the reweighted regression (a third row) the class's second-moment evidence
+    is that of its two working models, equally likely a priori,
+    :math:`\lambda e_{r,k} = \log \frac12 (e^{\lambda e_{u,k}} + e^{\lambda e_{w,k}})`: the sum over
+    the two of the teacher's 2K classes (``_one_task``)."""
+    evs = ev.sum(axis=0)  # (regression, K), summed over arms
+    if ev.shape[1] == 2:
+        return _log_softmax(W.log_w + evs[0] + W.var_evidence * evs[1])
+    lam = W.var_evidence
+    both = np.empty(evs.shape[1])
+    for k in range(evs.shape[1]):
+        lu, lw = lam * evs[1, k], lam * evs[2, k]
+        top = max(lu, lw)
+        both[k] = top + math.log(0.5 * (math.exp(lu - top) + math.exp(lw - top)))
+    return _log_softmax(W.log_w + evs[0] + both)
+
+
+@_jit
+def _reweighted_share(W, ev):
+    r""":math:`P(\text{reweighted} \mid k, H)` (K,) for a fit with the reweighted regression:
+    :math:`\sigma(\lambda (e_{w,k} - e_{u,k}))`, the second-moment evidences summed over arms."""
+    evs = ev.sum(axis=0)
+    out = np.empty(evs.shape[1])
+    for k in range(evs.shape[1]):
+        x = W.var_evidence * (evs[2, k] - evs[1, k])
+        out[k] = 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
+    return out
+
+
+@_jit
+def _history_side(W, gate_sum, n, stats, wstats, wlog, refit, robust, mean, log_p, summary, coef, cov, cm, ev):
     """The gate, the summary token and the conjugate fit of one replication (as
-    :meth:`StudentModel.summarize`; ``robust`` as in :func:`_conj_fit_arm`), written into the
-    output arrays; the conjugate fit of arm ``a`` is recomputed where ``refit[a]`` (the other
-    arm's rows must hold its current fit)."""
+    :meth:`StudentModel.summarize`; ``robust`` as in :func:`_conj_fit_arm`, ``wstats``, ``wlog``
+    as in :func:`_conj_fit`), written into the output arrays; the conjugate fit of arm ``a`` is
+    recomputed where ``refit[a]`` (the other arm's rows must hold its current fit)."""
     q = 1 + W.d * W.n_freq
     mean[:] = gate_sum / max(n, 1.0)
     kk = W.n_classes
@@ -475,19 +643,81 @@ def _history_side(W, gate_sum, n, stats, refit, robust, mean, log_p, summary, co
         gate_in[o + 1 + q + j] = math.log1p(n * mean[4 * q + j] ** 2)
     base = np.zeros(kk)
     if W.n_terms:
-        half = stats.shape[0] // 2
-        if W.standardize:  # the pooled location and scale move with every unit: both arms change
-            stats = _standardized(stats, 1 + W.d * W.n_terms)
-            refit[:] = True
-        for arm in range(2):
-            if refit[arm]:
-                _conj_fit_arm(W, stats[arm * half : (arm + 1) * half], arm, robust, coef, cov, cm, ev)
-        evs = ev.sum(axis=0)  # (regression, K), summed over arms
-        base = _log_softmax(W.log_w + evs[0] + W.var_evidence * evs[1])
+        if refit[0] or refit[1] or W.standardize:
+            _conj_fit(W, stats, wstats, wlog, refit, robust, coef, cov, cm, ev)
+        base = _class_log_p(W, ev)
         gate_in[o + 1 + 2 * q :] = np.maximum(base, -30.0) / 10.0
     logits = base + _linear(_gelu(_linear(gate_in, W.gate_w0, W.gate_b0)), W.gate_w1, W.gate_b1)
     log_p[:] = _log_softmax(logits)
     summary[:] = _linear(gate_in, W.sum_w, W.sum_b)
+
+
+@_jit
+def _gh_moments(W, var, sd_var):
+    r""":math:`E\sigma`, :math:`E\log\sigma` and :math:`E(\log\sigma)^2` for
+    :math:`\sigma^2 \sim N(\text{var}, \text{sd\_var}^2)` floored at ``W.floor`` (Gauss-Hermite)."""
+    sd = ls_m = ls_2 = 0.0
+    for i in range(W.gh_x.shape[0]):
+        node = max(var + sd_var * W.gh_x[i], W.floor)
+        ls = 0.5 * math.log(node)
+        sd += W.gh_w[i] * math.sqrt(node)
+        ls_m += W.gh_w[i] * ls
+        ls_2 += W.gh_w[i] * ls * ls
+    return sd, ls_m, ls_2
+
+
+@_jit
+def _series_at(coef, cov, phi, mean, pvar):
+    """The posterior mean ``mean`` and variance ``pvar`` of :math:`\\phi^\\top\\theta` per row of the fit."""
+    f = phi.shape[0]
+    for r in range(coef.shape[0]):
+        mean[r], pvar[r] = 0.0, 0.0
+        for i in range(f):
+            mean[r] += coef[r, i] * phi[i]
+            acc = 0.0
+            for j in range(f):
+                acc += cov[r, i, j] * phi[j]
+            pvar[r] += acc * phi[i]
+
+
+@_jit
+def _unit_weight(W, stats, coef, cov, cm, ev, u, arm, n0):
+    r"""The weight of a unit at ``u`` in arm ``arm`` in the reweighted second-moment regression, from
+    the layer's current fit (``coef`` ... ``ev``, of the sums ``stats`` (S,)) under the layer's own
+    class posterior (:func:`_class_log_p`, not the gate's), in the layer's units, as the teacher's
+    ``unit_weights``: :math:`\text{clip}([\hat v^2 / (\bar s^4 + 2 \bar s^2 (\hat\mu - c)^2)]^{n/(n + n_0)},
+    0.05, 20)` with :math:`\bar s`, :math:`\hat\mu` the class mixtures' :math:`E\sigma_a(x)` and
+    mean, and :math:`c, \hat v, n` the arm's. 1 while the arm has no unit, and under in-context
+    standardization while the pooled location and scale are undefined (as the teacher)."""
+    f, kk = 1 + W.d * W.n_terms, W.n_classes
+    half = stats.shape[0] // 2
+    st = stats
+    if W.standardize:
+        c, sd, ok = _pooled_location_scale(stats, f)
+        if not ok:
+            return 1.0
+        st = _standardize_with(stats, c, sd, f)
+    n, c, _, v_hat, _, _ = _arm_noise(W, st[arm * half : (arm + 1) * half], False)
+    if n <= 0:
+        return 1.0
+    phi = np.empty(f)
+    _basis(u, W.n_terms, _SQRT2, phi)
+    mean, pvar = np.empty(coef.shape[0]), np.empty(coef.shape[0])
+    _series_at(coef, cov, phi, mean, pvar)
+    log_p = _class_log_p(W, ev)
+    share = _reweighted_share(W, ev)
+    sbar = mu = 0.0
+    for k in range(kk):
+        r0, r1, rw = (arm * 2) * kk + k, (arm * 2 + 1) * kk + k, 4 * kk + arm * kk + k
+        dev = mean[r0] - cm[arm]
+        sd_u = _gh_moments(W, mean[r1] + 1.0 - dev * dev, math.sqrt(max(pvar[r1] + 4 * dev * dev * pvar[r0], 0.0)))[0]
+        sd_w = _gh_moments(W, mean[rw] + 1.0 - dev * dev, math.sqrt(max(pvar[rw] + 4 * dev * dev * pvar[r0], 0.0)))[0]
+        pk = math.exp(log_p[k])
+        sbar += pk * ((1.0 - share[k]) * sd_u + share[k] * sd_w)
+        mu += pk * mean[r0]
+    sd2 = max(sbar * sbar, 1e-300)
+    ratio = v_hat * v_hat / (sd2 * sd2 + 2.0 * sd2 * (mu - c) ** 2)
+    return min(max(ratio ** (n / (n + n0)), WEIGHT_LOW), WEIGHT_HIGH)
 
 
 @_jit
@@ -504,8 +734,8 @@ def _extremes_add(ext, v):
 
 
 @_jit
-def update(W, keys, values, t, gate_sum, stats, u, a, y, ylay, yraw, mean, log_p, summary, coef, cov, cm, ev,
-           refit_all, ext, share, atom):
+def update(W, keys, values, t, gate_sum, stats, wstats, wlog, u, a, y, ylay, yraw, mean, log_p, summary, coef, cov,
+           cm, ev, refit_all, ext, share, atom, n0):
     """Append units ``u`` (B, m, d), ``a``, ``y`` (B, m) (student coordinates; ``ylay`` the
     outcomes the conjugate layer sums, which differ from the tokens' ``y`` only under in-context
     standardization; ``yraw`` the outcomes as observed) to histories of ``t``
@@ -516,18 +746,40 @@ def update(W, keys, values, t, gate_sum, stats, u, a, y, ylay, yraw, mean, log_p
     with ``share``). The history side is written into ``mean`` ... ``ev``, which hold the
     previous one on entry: the conjugate fit is recomputed for the arms that received units (for
     both if ``refit_all`` or where ``atom`` changed), with the robust second-moment variance where
-    ``atom``."""
+    ``atom``.
+
+    With ``n0 > 0`` (the teacher's ``reweight``) the reweighted sums ``wstats`` (B, S) and
+    :math:`\\sum \\log w` ``wlog`` (B, 2) are extended too, one unit at a time: each unit's weight
+    comes from the layer's fit of the units before it (:func:`_unit_weight`; the fit, and
+    ``atom``, are brought up to date unit by unit), so the state does not depend on how the units
+    are grouped into calls. ``n0 = 0``: ``wstats``, ``wlog`` are empty (B, 0) and unused."""
     nl, b_size, dm = keys.shape[0], keys.shape[1], keys.shape[2]
     nh, dh = values.shape[2], values.shape[4]
     m = y.shape[1]
     kv = np.empty(2 * nl * dm, np.float32)
     refit = np.empty(2, np.bool_)
+    rw = n0 > 0
     for b in range(b_size):
-        refit[:] = refit_all
+        refit[:] = refit_all  # reweighting: the arms whose fit is stale
         for j in range(m):
+            arm = 1 if a[b, j] > 0.5 else 0
+            if rw:
+                w = 1.0
+                if stats[b, arm * (stats.shape[1] // 2)] > 0:  # the arm's count: its weight needs the current fit
+                    if refit[0] or refit[1]:
+                        _conj_fit(W, stats[b], wstats[b], wlog[b], refit, atom[b], coef[b], cov[b], cm[b], ev[b])
+                        refit[:] = False
+                    w = _unit_weight(W, stats[b], coef[b], cov[b], cm[b], ev[b], u[b, j], arm, n0)
+                _add_weighted_terms(W, u[b, j], a[b, j], ylay[b, j], w, wstats[b])
+                wlog[b, arm] += math.log(w)
             _add_unit(W, u[b, j], a[b, j], y[b, j], ylay[b, j], kv, gate_sum[b], stats[b])
             _extremes_add(ext[b], yraw[b, j])
-            refit[1 if a[b, j] > 0.5 else 0] = True
+            refit[arm] = True
+            if rw:  # the rule for outcomes with an atom, as it applies to the next unit's weight
+                now = share > 0 and max(ext[b, 1], ext[b, 3]) >= max(2.0, share * (t + j + 1))
+                if now != atom[b]:
+                    refit[:] = True
+                    atom[b] = now
             for layer in range(nl):
                 keys[layer, b, :, t + 1 + j] = kv[layer * dm : (layer + 1) * dm]
                 for h in range(nh):
@@ -537,45 +789,51 @@ def update(W, keys, values, t, gate_sum, stats, u, a, y, ylay, yraw, mean, log_p
         if now != atom[b]:  # a changed rule changes both arms' fits
             refit[:] = True
             atom[b] = now
-        _history_side(W, gate_sum[b], float(t + m), stats[b], refit, atom[b], mean[b], log_p[b], summary[b],
-                      coef[b], cov[b], cm[b], ev[b])
+        _history_side(W, gate_sum[b], float(t + m), stats[b], wstats[b], wlog[b], refit, atom[b], mean[b], log_p[b],
+                      summary[b], coef[b], cov[b], cm[b], ev[b])
 
 
 # ---------------------------------------------------------------------------- query side
 
 
 @_jit
-def _conj_predict(W, coef, cov, cm, u, base):
+def _conj_predict(W, coef, cov, cm, ev, u, base):
     """Per class and arm (as :meth:`ConjugateLayer.predict`): ``base[k] = (log sbar_0, log sbar_1,
-    mean log sigma_0, _1, 0.5 log(var log sigma_0 + 1e-8), _1)``."""
+    mean log sigma_0, _1, 0.5 log(var log sigma_0 + 1e-8), _1)``. With the reweighted regression
+    (rows ``4K ...`` of the fit) a class's outputs are those of the mixture of its two
+    second-moment models with weights :math:`P(h \\mid k, H)` (:func:`_reweighted_share`):
+    :math:`\\bar s` and the mean of :math:`\\log\\sigma` averaged, the variance of
+    :math:`\\log\\sigma` moment-matched, so every class mixture downstream is the teacher's over
+    its 2K classes."""
     f, kk = 1 + W.d * W.n_terms, W.n_classes
     phi = np.empty(f)
     _basis(u, W.n_terms, _SQRT2, phi)
     rows = coef.shape[0]
-    mean, pvar = np.zeros(rows), np.zeros(rows)
-    for r in range(rows):  # the posterior mean and variance of phi' theta, per row
-        for i in range(f):
-            mean[r] += coef[r, i] * phi[i]
-            acc = 0.0
-            for j in range(f):
-                acc += cov[r, i, j] * phi[j]
-            pvar[r] += acc * phi[i]
+    mean, pvar = np.empty(rows), np.empty(rows)
+    _series_at(coef, cov, phi, mean, pvar)
+    rw = rows > 4 * kk
+    share = _reweighted_share(W, ev) if rw else np.zeros(kk)
     for arm in range(2):
         for k in range(kk):
             r0, r1 = (arm * 2) * kk + k, (arm * 2 + 1) * kk + k
             dev = mean[r0] - cm[arm]
             var = mean[r1] + 1.0 - dev * dev
             sd_var = math.sqrt(max(pvar[r1] + 4 * dev * dev * pvar[r0], 0.0))
-            sd = ls_m = ls_2 = 0.0
-            for i in range(W.gh_x.shape[0]):  # Gauss-Hermite over the variance, floored
-                node = max(var + sd_var * W.gh_x[i], W.floor)
-                ls = 0.5 * math.log(node)
-                sd += W.gh_w[i] * math.sqrt(node)
-                ls_m += W.gh_w[i] * ls
-                ls_2 += W.gh_w[i] * ls * ls
+            sd, ls_m, ls_2 = _gh_moments(W, var, sd_var)  # Gauss-Hermite over the variance, floored
+            ls_v = max(ls_2 - ls_m * ls_m, 0.0)
+            if rw:
+                r2 = 4 * kk + arm * kk + k
+                sd_w, lm_w, l2_w = _gh_moments(W, mean[r2] + 1.0 - dev * dev,
+                                               math.sqrt(max(pvar[r2] + 4 * dev * dev * pvar[r0], 0.0)))
+                pw = share[k]
+                pu = 1.0 - pw
+                mix = pu * ls_m + pw * lm_w
+                ls_v = max(pu * (ls_v + ls_m * ls_m) + pw * (max(l2_w - lm_w * lm_w, 0.0) + lm_w * lm_w) - mix * mix,
+                           0.0)
+                sd, ls_m = pu * sd + pw * sd_w, mix
             base[k, arm] = math.log(sd) + W.log_scale[arm]
             base[k, 2 + arm] = ls_m + W.log_scale[arm]
-            base[k, 4 + arm] = 0.5 * math.log(max(ls_2 - ls_m * ls_m, 0.0) + 1e-8)
+            base[k, 4 + arm] = 0.5 * math.log(ls_v + 1e-8)
 
 
 @_jit
@@ -614,7 +872,8 @@ def _normalize_rows(x):
 
 
 @_jit
-def decide(W, keys, values, t, mean, log_p, summary, coef, cov, cm, uq, safe, spike, slab, atom, atom_safe):
+def decide(W, keys, values, t, mean, log_p, summary, coef, cov, cm, ev, uq, safe, spike, slab, atom,
+           atom_safe):
     r"""The unclipped Neyman probability (B, Q) at queries ``uq`` (B, Q, d) (student coordinates)
     after ``t`` units (as :meth:`StudentModel.decide`; positions ``0..t`` of the cache are the
     context: the null token and the units). A replication's queries go through the network
@@ -640,7 +899,7 @@ def decide(W, keys, values, t, mean, log_p, summary, coef, cov, cm, uq, safe, sp
         safe_b = max(safe, atom_safe) if atom[b] else safe
         for iq in range(nq):
             if W.n_terms:
-                _conj_predict(W, coef[b], cov[b], cm[b], uq[b, iq], base[iq])
+                _conj_predict(W, coef[b], cov[b], cm[b], ev[b], uq[b, iq], base[iq])
             xin[iq] = _query_input(W, mean[b], uq[b, iq], base[iq])
             xin[iq, W.d + W.d * W.n_freq] = nfeat
         x = _linear(_gelu(_linear(xin, W.qry_w0, W.qry_b0)), W.qry_w1, W.qry_b1) + W.qflag + summary[b]
@@ -727,7 +986,9 @@ class Engine:
     (the cache grows by a quarter when full, so the attention never runs over much unused room)
     and ``decide(state, uq)`` the unclipped probabilities (B, Q); inputs in the student's
     coordinates (:class:`~bayesdesign.student.scaling.InputScaling`). The weights are copied
-    when the engine is built: a model trained further needs a new engine.
+    when the engine is built: a model trained further needs a new engine. The teacher's
+    ``reweight`` is read from the conjugate layer (:meth:`ConjugateLayer.set_rule
+    <bayesdesign.student.conjugate.ConjugateLayer.set_rule>`) when a state is made (:meth:`init`).
     """
 
     def __init__(self, model):
@@ -748,7 +1009,14 @@ class Engine:
                        np.zeros((nl, batch, nh, cap, dm // nh), np.float32), 1)
         cache.keys[..., 0] = self.null[:nl, None, :]
         cache.values[:, :, :, 0] = self.null[nl:].reshape(nl, 1, nh, dm // nh)
-        return EngineState(0, cache, np.zeros((batch, self.pool_dim), np.float32), np.zeros((batch, self.n_stats)))
+        weighted = (np.zeros((batch, self.n_stats)), np.zeros((batch, 2))) if self.reweight else (None, None)
+        return EngineState(0, cache, np.zeros((batch, self.pool_dim), np.float32), np.zeros((batch, self.n_stats)),
+                           None, None, None, *weighted)
+
+    @property
+    def reweight(self) -> float:
+        """The teacher's ``reweight`` :math:`n_0` the conjugate layer follows (0: off)."""
+        return float(getattr(self._conj, "reweight", 0.0)) if self._conj is not None else 0.0
 
     def update(self, state: EngineState, u: np.ndarray, a: np.ndarray, y: np.ndarray,
                y_layer: np.ndarray | None = None, y_raw: np.ndarray | None = None) -> EngineState:
@@ -763,11 +1031,18 @@ class Engine:
                 cap = -(-cap * 5 // 4 // 64) * 64
             cache = cache.copy(t + 1, cap)
         kk, f = self.cfg.n_classes, self.f
+        n0 = self.reweight
+        if (n0 > 0) != (state.wstats is not None):
+            raise ValueError(
+                f"reweight: the conjugate layer's reweight is {n0} but this state was made with it "
+                f"{'off' if state.wstats is None else 'on'}; start from a new state (init) after set_rule"
+            )
+        regs = 3 if n0 > 0 else 2
         if state.side is None:
             side = _Side(np.empty((b, self.pool_dim), np.float32), np.empty((b, kk)),
                          np.empty((b, self.cfg.d_model), np.float32),
-                         np.zeros((b, 4 * kk, f)), np.zeros((b, 4 * kk, f, f)), np.zeros((b, 2)),
-                         np.zeros((b, 2, 2, kk)))
+                         np.zeros((b, 2 * regs * kk, f)), np.zeros((b, 2 * regs * kk, f, f)), np.zeros((b, 2)),
+                         np.zeros((b, 2, regs, kk)))
         else:  # the gate and summary are rewritten; the conjugate fit of an arm without new units is kept
             old = state.side
             side = _Side(np.empty_like(old.mean), np.empty_like(old.log_p), np.empty_like(old.summary), old.coef.copy(),
@@ -777,11 +1052,17 @@ class Engine:
         atom = np.zeros(b, bool) if state.atom is None else state.atom.copy()
         share = float(self._conj.atom) if self._conj is not None else 0.0
         ylay = np.asarray(y if y_layer is None else y_layer, float)
-        update(self.weights, cache.keys, cache.values, t, gate_sum, stats, np.asarray(u, float).reshape(b, m, -1),
-               np.asarray(a, float), np.asarray(y, float), ylay, ylay if y_raw is None else np.asarray(y_raw, float),
-               *side, state.side is None, ext, share, atom)
+        if n0 > 0:
+            wstats, wlog = state.wstats.copy(), state.wlog.copy()
+        else:
+            wstats = wlog = np.zeros((b, 0))
+        update(self.weights, cache.keys, cache.values, t, gate_sum, stats, wstats, wlog,
+               np.asarray(u, float).reshape(b, m, -1), np.asarray(a, float), np.asarray(y, float), ylay,
+               ylay if y_raw is None else np.asarray(y_raw, float), *side, state.side is None, ext, share, atom, n0)
         cache.filled = t + 1 + m
-        return EngineState(t + m, cache, gate_sum, stats, side, atom, ext)
+        if n0 <= 0:
+            wstats = wlog = None
+        return EngineState(t + m, cache, gate_sum, stats, side, atom, ext, wstats, wlog)
 
     def decide(self, state: EngineState, uq: np.ndarray) -> np.ndarray:
         """The model's unclipped probabilities at ``uq`` (B, Q, d), under the teacher's rule as the
@@ -792,8 +1073,8 @@ class Engine:
         c, sd = state.cache, state.side
         atom = np.zeros(c.keys.shape[1], bool) if state.atom is None else state.atom
         return decide(self.weights, c.keys, c.values, state.t, sd.mean, sd.log_p, sd.summary, sd.coef, sd.cov, sd.cm,
-                      np.asarray(uq, float), *self._conj.rule_args() if self._conj is not None else (-1.0, 0.0, 1.0),
-                      atom, ATOM_SAFE)
+                      sd.ev, np.asarray(uq, float),
+                      *self._conj.rule_args() if self._conj is not None else (-1.0, 0.0, 1.0), atom, ATOM_SAFE)
 
 
 def compiled_on_disk() -> bool:

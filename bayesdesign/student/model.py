@@ -310,6 +310,7 @@ class StudentModel(nn.Module):
         chi = torch.log1p(ctx.n[:, None] * ym**2)  # signal-to-noise of each series coefficient
         fit = None
         if self.conj is not None:
+            self.conj.check_torch("StudentModel (forward, decide, training)")
             sums = standardize_sums(ctx.stats, self.conj.f)[0] if self.cfg.standardize else ctx.stats
             fit = self.conj.fit(sums, ctx.atom)
             lam = self.var_evidence.clamp(min=0.0).double()

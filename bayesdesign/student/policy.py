@@ -93,7 +93,8 @@ class StudentPolicy(SequentialPolicy):
         encodings; faster when one history answers hundreds of queries at once (a grid for a
         plot), any torch device, and the only one with :meth:`outputs`. ``"auto"`` (default):
         the engine on the CPU, torch on other devices. Both compute the same function (tested
-        to 1e-5).
+        to 1e-5). Only the engine implements the teacher's ``reweight`` (a student given
+        ``:reweight``); the torch backend refuses it (:meth:`init`).
     """
 
     name = "student"
@@ -139,6 +140,8 @@ class StudentPolicy(SequentialPolicy):
     def init(self, batch: int) -> StudentState:
         if self._uses_engine(batch):
             return self.engine.init(batch)
+        if self.model.conj is not None:
+            self.model.conj.check_torch(f"StudentPolicy(backend={self.backend!r}) on device {self.device.type}")
         cfg = self.model.cfg
         kv = torch.zeros((2 * cfg.n_layers, batch, 64, cfg.d_model), device=self.device)
         nk, nv = self.model.null_kv()
@@ -295,18 +298,24 @@ def design_factory(rest: str, env, horizon: int) -> StudentPolicy:
     environment's box lies inside the box the student was trained on. Suffixes give the student
     the teachers' settings of the same name (:data:`~bayesdesign.design.registry.SUFFIXES`):
     ``student:pretrained:safe`` those of ``teacher:...:safe`` (the safe rule and the robust
-    second-moment variance), ``:log-odds`` the log-odds rule."""
+    second-moment variance), ``:log-odds`` the log-odds rule, ``:reweight`` the reweighted
+    second-moment regression (``TeacherConfig.reweight``; the compiled engine implements it, the
+    backend ``auto`` uses on the CPU: ``student:pretrained:reweight`` decides as
+    ``teacher:mixture:unit-free:reweight``)."""
     rest, settings = split_suffixes(rest)
-    if settings.get("reweight"):
-        raise ValueError(
-            f"design: student:{rest}:reweight: the students do not implement the teachers' reweighted "
-            "second-moment regression (teacher:mixture:PRIOR:reweight)"
-        )
     lo, hi = (np.atleast_1d(np.asarray(b, dtype=float)) for b in env.bounds)
     folder = resolve_student_path(rest, lo.shape[0])
     meta = read_config(folder)
     unit_free = bool(meta.get("scaling", {}).get("in_context", False))
     policy = load_policy(folder, bounds=(lo, hi) if unit_free else None)
+    if settings.get("reweight"):
+        family = policy.student.spec.family if policy.student.spec is not None else None
+        if policy.model.conj is None or family not in ("gaussian", "student_t"):
+            raise ValueError(
+                f"design: student:{rest}:reweight: the reweighted second-moment regression needs a student "
+                "with the conjugate layer on a continuous outcome family (gaussian, student_t); "
+                f"this one has {'no conjugate layer' if policy.model.conj is None else f'family {family}'}"
+            )
     if settings:
         policy.student.teacher_config.update(settings)
         if policy.model.conj is not None:

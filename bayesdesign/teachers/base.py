@@ -80,8 +80,10 @@ class TeacherConfig:
         from the posterior of the units before it (:func:`~bayesdesign.teachers.conjugate.unit_weights`;
         :math:`n_0` pseudo-units shrink the early weights to 1). For variance functions that
         jump (scenario S10). 0 (default) is off; the design suffix ``:reweight`` sets 50
-        (docs/concepts.md, *a variance that jumps*, has the figures). The students' conjugate
-        layer and the sampling teachers do not implement it and refuse it.
+        (docs/concepts.md, *a variance that jumps*, has the figures). The students' compiled
+        inference engine implements it (``student:pretrained:reweight`` decides as
+        ``teacher:mixture:unit-free:reweight``); the torch student (its ``backend='torch'``,
+        training and distillation) and the sampling teachers do not and refuse it.
     """
 
     burn_in: int = 10

@@ -94,6 +94,7 @@ __all__ = [
     "ConjugateTeacher",
     "TeacherState",
     "conjugate_decide",
+    "pooled_location_scale",
     "safe_rule",
     "standardized_state",
 ]
@@ -185,6 +186,18 @@ def _standardize_sums(stats: SeriesStats, m3, m4, c: np.ndarray, s: np.ndarray):
     return SeriesStats(stats.gram, b1, b2), z3, z4
 
 
+def pooled_location_scale(st: SeriesStats) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The pooled mean ``c`` and sd ``s`` (B,) of the outcomes summed in ``st``, and whether they
+    are defined (two distinct outcomes so far; where not, ``c = 0, s = 1``)."""
+    n, m1, m2 = st.count, st.b1[..., 0], st.b2[..., 0]
+    n_tot = n.sum(-1)
+    c = np.where(n_tot > 0, m1.sum(-1) / np.maximum(n_tot, 1.0), 0.0)
+    var = m2.sum(-1) / np.maximum(n_tot, 1.0) - c**2
+    ok = (n_tot > 1) & (var > 1e-12 * np.maximum(c**2, 1e-300))
+    s = np.where(ok, np.sqrt(np.where(ok, var, 1.0)), 1.0)
+    return np.where(ok, c, 0.0), s, ok
+
+
 def standardized_state(state: TeacherState) -> tuple[TeacherState, np.ndarray, np.ndarray]:
     r"""The statistics of :math:`z = (y - c)/s`, with :math:`c, s` the pooled mean and sd of the
     outcomes so far (per task; :math:`c = 0, s = 1` before two distinct outcomes), exactly:
@@ -192,13 +205,7 @@ def standardized_state(state: TeacherState) -> tuple[TeacherState, np.ndarray, n
     and the binomial expansions of :math:`\sum z^3, \sum z^4` (the weighted statistics too, with
     the same :math:`c, s`). Returns the state, ``c``, ``s`` (B,)."""
     st = state.stats
-    n, m1, m2 = st.count, st.b1[..., 0], st.b2[..., 0]
-    n_tot = n.sum(-1)
-    c = np.where(n_tot > 0, m1.sum(-1) / np.maximum(n_tot, 1.0), 0.0)
-    var = m2.sum(-1) / np.maximum(n_tot, 1.0) - c**2
-    ok = (n_tot > 1) & (var > 1e-12 * np.maximum(c**2, 1e-300))
-    s = np.where(ok, np.sqrt(np.where(ok, var, 1.0)), 1.0)
-    c = np.where(ok, c, 0.0)
+    c, s, _ = pooled_location_scale(st)
     weighted = state.weighted
     if weighted is not None:
         weighted = WeightedStats(*_standardize_sums(weighted.stats, weighted.m3, weighted.m4, c, s), weighted.log_w)
@@ -545,7 +552,10 @@ class ConjugateTeacher(SequentialPolicy):
         """The weights (B,) of units arriving with features ``phi`` (B, 1, F) (:meth:`features`) in
         arms ``a`` (B,) under the current posterior (:func:`unit_weights`, in the working model's units).
         The posterior of the decision just made at these units is reused (the runner and the
-        service decide a unit's probability from the state it then updates)."""
+        service decide a unit's probability from the state it then updates). For a prior with
+        ``outcome.standardize`` the weight is 1 while the working model's units are undefined
+        (before two distinct outcomes, :func:`pooled_location_scale`): a posterior in the
+        outcome's own units would make the weight depend on them."""
         last = self._last
         if last is not None and last[0] is state and last[1].shape == phi.shape and np.array_equal(last[1], phi):
             out, args = last[2], last[3]
@@ -553,10 +563,11 @@ class ConjugateTeacher(SequentialPolicy):
             out, args = self._posterior_view(state, phi)
         idx = np.asarray(a, dtype=int)[:, None]
         pick = lambda v: np.take_along_axis(np.asarray(v, dtype=float).reshape(len(idx), 2), idx, 1)[:, 0]  # noqa: E731
-        return unit_weights(
+        w = unit_weights(
             pick(out["sbar"][..., 0]), pick(out["mean"][..., 0]), pick(args[6]), pick(args[7]), pick(args[5]),
             self.reweight,
         )
+        return np.where(pooled_location_scale(state.stats)[2], w, 1.0) if self.standardize else w
 
     def atom_rows(self, state: TeacherState) -> np.ndarray:
         """Whether each task's outcomes so far have an atom (``TeacherConfig.atom``, which
