@@ -343,26 +343,9 @@ def _add_unit(W, u, a, y, ylay, kv, g, stats):
 
 
 @_jit
-def _add_layer_terms(W, u, a, ylay, stats):
-    """One unit's conjugate-layer terms (:meth:`ConjugateLayer.unit_stats`) added to ``stats`` (S,)."""
-    f = 1 + W.d * W.n_terms
-    psi = np.empty(f)
-    _basis(u, W.n_terms, _SQRT2, psi)
-    half = stats.shape[0] // 2
-    st = stats[half:] if a > 0.5 else stats[:half]
-    for i in range(f):
-        for j in range(f):
-            st[i * f + j] += psi[i] * psi[j]
-    st[f * f : f * f + f] += psi * ylay
-    st[f * f + f : f * f + 2 * f] += psi * (ylay * ylay)
-    st[-2] += ylay * ylay * ylay
-    st[-1] += ylay * ylay * ylay * ylay
-
-
-@_jit
-def _add_weighted_terms(W, u, a, ylay, w, stats):
-    """:func:`_add_layer_terms` with every term times the unit's weight ``w`` (the reweighted
-    second-moment regression's sums)."""
+def _add_layer_terms(W, u, a, ylay, stats, w=1.0):
+    """One unit's conjugate-layer terms (:meth:`ConjugateLayer.unit_stats`), each times the unit's
+    weight ``w`` (1, or its weight in the reweighted second-moment regression), added to ``stats`` (S,)."""
     f = 1 + W.d * W.n_terms
     psi = np.empty(f)
     _basis(u, W.n_terms, _SQRT2, psi)
@@ -770,7 +753,7 @@ def update(W, keys, values, t, gate_sum, stats, wstats, wlog, u, a, y, ylay, yra
                         _conj_fit(W, stats[b], wstats[b], wlog[b], refit, atom[b], coef[b], cov[b], cm[b], ev[b])
                         refit[:] = False
                     w = _unit_weight(W, stats[b], coef[b], cov[b], cm[b], ev[b], u[b, j], arm, n0)
-                _add_weighted_terms(W, u[b, j], a[b, j], ylay[b, j], w, wstats[b])
+                _add_layer_terms(W, u[b, j], a[b, j], ylay[b, j], wstats[b], w)
                 wlog[b, arm] += math.log(w)
             _add_unit(W, u[b, j], a[b, j], y[b, j], ylay[b, j], kv, gate_sum[b], stats[b])
             _extremes_add(ext[b], yraw[b, j])
