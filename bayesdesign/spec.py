@@ -34,7 +34,8 @@ with :math:`\phi_0 = 1`, :math:`\phi_j(u) = \sqrt{2}\cos(\pi j u)` for
 
 A ``smoothness`` mixture with classes :math:`\beta_1..\beta_K` and weights :math:`w_k` replaces
 the ``beta`` of every series by :math:`\beta_k`, class :math:`k` having prior probability
-:math:`w_k`.
+:math:`w_k`; with ``separate: true`` the location and spread series choose their class
+independently (:math:`K^2` classes, :class:`Smoothness`).
 
 Errors
 ------
@@ -232,10 +233,18 @@ class Arms(_Base):
 class Smoothness(_Base):
     r"""Mixture over smoothness classes: class :math:`k` has prior weight :math:`w_k` and uses
     :math:`\beta = \text{choices}[k]` in every series. Weights default to uniform and are
-    normalised on load."""
+    normalised on load.
+
+    With ``separate: true`` the series of the location (``mean``, ``purchase``, ``log_amount``)
+    and those of the spread (``log_sd``, ``log_amount_sd``) choose their class independently:
+    :math:`K^2` classes :math:`(\beta_j, \beta_k)`, prior weight :math:`w_j w_k`, index
+    :math:`jK + k`. A smooth mean beside a rough variance function (a variance that jumps, with
+    a linear mean) is then one class of the prior instead of a compromise between two.
+    Families with a spread series only (not ``bernoulli``)."""
 
     choices: list[Annotated[Number, Field(gt=0)]] = Field(min_length=1)
     weights: list[Annotated[Number, Field(ge=0)]] | None = Field(None, validate_default=True)
+    separate: bool | None = None
 
     @field_validator("weights")
     @classmethod
@@ -316,6 +325,11 @@ class PriorSpec(_Base):
             raise _FieldProblem(
                 ("smoothness",), "only applies to series priors under 'arms', not to a user model"
             )
+        if self.smoothness is not None and self.smoothness.separate and self.outcome.family == "bernoulli":
+            raise _FieldProblem(
+                ("smoothness", "separate"),
+                "the bernoulli family has no spread series to give its own class; leave 'separate' out",
+            )
         if self.arms is not None:
             for key in ("shared", "treated", "control"):
                 arm = getattr(self.arms, key)
@@ -389,15 +403,27 @@ class PriorSpec(_Base):
         return self.smoothness is not None
 
     @property
-    def classes(self) -> list[float | None]:
+    def separate(self) -> bool:
+        """Whether the location and spread series choose their smoothness class independently."""
+        return self.smoothness is not None and bool(self.smoothness.separate)
+
+    @property
+    def classes(self) -> list[float | tuple[float, float] | None]:
         """Smoothness classes: the mixture's betas, or ``[None]`` without a mixture (every series
-        keeps its own ``beta``)."""
-        return [None] if self.smoothness is None else list(self.smoothness.choices)
+        keeps its own ``beta``); with ``separate`` the pairs ``(beta of the location series, beta
+        of the spread series)``."""
+        if self.smoothness is None:
+            return [None]
+        c = list(self.smoothness.choices)
+        return [(float(j), float(k)) for j in c for k in c] if self.separate else c
 
     @property
     def weights(self) -> np.ndarray:
         """Prior class probabilities ``(K,)`` (sum to one); ``[1.0]`` without a mixture."""
-        return np.array([1.0] if self.smoothness is None else self.smoothness.weights, dtype=float)
+        if self.smoothness is None:
+            return np.array([1.0])
+        w = np.asarray(self.smoothness.weights, dtype=float)
+        return np.outer(w, w).reshape(-1) if self.separate else w
 
     def _require_arms(self) -> Arms:
         if self.arms is None:
@@ -437,12 +463,13 @@ class PriorSpec(_Base):
         sp = getattr(self.arm(a), part)
         if sp is None:
             raise ValueError(f"{self.source}: family {self.family} has no {part} series")
-        beta = self.class_beta(smoothness_class)
+        beta = self.class_beta(smoothness_class, part)
         return sp if beta is None else sp.model_copy(update={"beta": beta})
 
-    def class_beta(self, smoothness_class: int | None) -> float | None:
-        """The beta of class ``smoothness_class``; ``None`` (keep each series' beta) without a
-        mixture. A mixture requires a class index."""
+    def class_beta(self, smoothness_class: int | None, part: str = "mean") -> float | None:
+        """The beta of class ``smoothness_class`` for the series ``part`` (it matters only with
+        ``separate``: the spread series take the second beta of the pair); ``None`` (keep each
+        series' beta) without a mixture. A mixture requires a class index."""
         if self.smoothness is None:
             if smoothness_class not in (None, 0):
                 raise ValueError(
@@ -450,7 +477,7 @@ class PriorSpec(_Base):
                     f"class 0), got {smoothness_class!r}"
                 )
             return None
-        k = len(self.smoothness.choices)
+        k = len(self.classes)
         if smoothness_class is None:
             raise ValueError(
                 f"smoothness_class: prior {self.name!r} is a mixture over {k} smoothness classes; "
@@ -458,7 +485,10 @@ class PriorSpec(_Base):
             )
         if not (isinstance(smoothness_class, int | np.integer) and 0 <= smoothness_class < k):
             raise ValueError(f"smoothness_class: expected an index in 0..{k - 1}, got {smoothness_class!r}")
-        return float(self.smoothness.choices[int(smoothness_class)])
+        beta = self.classes[int(smoothness_class)]
+        if isinstance(beta, tuple):
+            return beta[1] if part in SPREAD_PARTS else beta[0]
+        return float(beta)
 
     @property
     def n_terms(self) -> int:
@@ -514,6 +544,9 @@ SERIES_PARTS = {
     "hurdle_lognormal": ("purchase", "log_amount", "log_amount_sd"),
 }
 """The series each arm declares, per outcome family."""
+
+SPREAD_PARTS = ("log_sd", "log_amount_sd")
+"""The series of the outcome's spread (their own smoothness class under ``smoothness.separate``)."""
 
 _PART_WHAT = {
     "mean": "a series prior for the mean",

@@ -55,6 +55,14 @@ from .teachers import make_teacher
 __all__ = ["generate_traces", "simulate_chunk", "trace_chunk"]
 
 
+def _class_coords(spec) -> list:
+    """The ``class`` coordinate: each class's beta (NaN without a mixture), or with
+    ``smoothness.separate`` the label ``'beta_mean/beta_sd'``."""
+    if spec.separate:
+        return [f"{j:g}/{k:g}" for j, k in spec.classes]
+    return [float(c) if c is not None else np.nan for c in spec.classes]
+
+
 def simulate_chunk(
     teacher, spec, n_tasks: int, horizon: int, queries: int, refit_every: int, seed, design=None
 ) -> xr.Dataset:
@@ -263,7 +271,7 @@ def generate_traces(
         coords="minimal",
         compat="override",
     )
-    full = full.assign_coords({"class": [float(c) if c is not None else np.nan for c in spec.classes]})
+    full = full.assign_coords({"class": _class_coords(spec)})
     full.attrs.update(
         prior=json.dumps(spec.to_dict()),
         prior_hash=spec.hash(),

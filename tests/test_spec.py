@@ -163,6 +163,29 @@ def test_smoothness_weights_normalised_and_default_uniform():
         spec.series(0, "mean", smoothness_class=3)
 
 
+def test_separate_smoothness_gives_location_and_spread_their_own_class():
+    spec = PriorSpec.from_dict({**BASE, "smoothness": {"choices": [1, 2, 3], "weights": [1, 1, 2], "separate": True}})
+    assert spec.separate and len(spec.classes) == 9
+    np.testing.assert_allclose(spec.weights.reshape(3, 3), np.outer([0.25, 0.25, 0.5], [0.25, 0.25, 0.5]))
+    for j, bj in enumerate([1.0, 2.0, 3.0]):
+        for k, bk in enumerate([1.0, 2.0, 3.0]):
+            assert spec.series(1, "mean", smoothness_class=3 * j + k).beta == bj
+            assert spec.series(1, "log_sd", smoothness_class=3 * j + k).beta == bk
+    with pytest.raises(ValueError, match="smoothness_class"):
+        spec.series(0, "mean", smoothness_class=9)
+    shared = PriorSpec.from_dict({**BASE, "smoothness": {"choices": [1, 2, 3]}})
+    assert not shared.separate and "separate" not in shared.to_dict()["smoothness"]
+    flex = load_prior("unit-free-flex")
+    assert flex.separate and len(flex.classes) == 16
+
+
+def test_separate_smoothness_needs_a_spread_series():
+    data = {**BASE, "outcome": {"family": "bernoulli"}, "smoothness": {"choices": [1, 2], "separate": True}}
+    data["arms"] = {"shared": {"mean": {"terms": 4}}}
+    with pytest.raises(PriorSpecError, match=r"smoothness\.separate.*bernoulli"):
+        PriorSpec.from_dict(data)
+
+
 def test_yaml_exponent_without_dot_is_a_number(tmp_path):
     d = copy.deepcopy(BASE)
     path = _write(tmp_path, yaml.safe_dump(d).replace("scale: 0.5", "scale: 5e-1"), "exp.yaml")

@@ -227,3 +227,14 @@ def test_atom_rule_refits_both_arms_of_a_student_in_fixed_units(tmp_path, rng):
         assert out["atom"].all() == (hi >= 125)
         for be in pols:
             np.testing.assert_allclose(pis[be], out["pi"], atol=5e-5, rtol=0, err_msg=f"{be} after {hi} units")
+
+
+def test_student_of_a_separate_prior_is_its_mixture_teacher(tmp_path):
+    """The untrained student of ``unit-free-flex`` (16 classes: separate smoothness for the mean
+    and the log-sd) decides as ``teacher:mixture:unit-free-flex`` on S10, where the classes matter."""
+    path = untrained_student("unit-free-flex", tmp_path / "flex")
+    ds = bd.simulate(bd.get_scenario("S10"), ["teacher:mixture:unit-free-flex", f"student:{path}"],
+                     horizon=200, reps=6, seed=2, keep_units=200)
+    pi = ds["pi"].values
+    assert np.abs(pi[0] - pi[1]).max() < 2e-5
+    assert np.abs(pi[0] - 0.5).max() > 0.2

@@ -162,3 +162,22 @@ def test_teacher_as_a_design_and_bounds_check():
         simulate(TwoCovariates(), [teacher], horizon=20, reps=1)
     with pytest.raises(ValueError, match="teacher: unknown backend 'hmc'"):
         simulate(bd.get_scenario("S2"), ["teacher:hmc:beta1"], horizon=20, reps=1)
+
+
+def test_separate_classes_factorize_and_pick_a_smooth_mean_beside_a_rough_variance():
+    """``unit-free-flex`` (``smoothness.separate``) on S10 (a linear mean, a variance that jumps):
+    the mean and second-moment evidences depend on their own class only, so the 4 x 4 class
+    posterior is the outer product of its margins (a mixed-up index breaks it), and the linear
+    mean gets a smooth class."""
+    env = bd.get_scenario("S10")
+    rng = np.random.default_rng(3)
+    b, n = 16, 800
+    x = env.sample_covariates(rng, b * n).reshape(b, n, 1)
+    a = (rng.uniform(size=(b, n)) < 0.5).astype(float)
+    y = np.where(a == 1, env.sample_outcomes(rng, x, 1), env.sample_outcomes(rng, x, 0))
+    teacher = make_teacher("mixture", "unit-free-flex")
+    p = teacher.class_posterior(bd.History(x, a, y, np.full((b, n), 0.5))).reshape(b, 4, 4)
+    mean_cls, var_cls = p.sum(2), p.sum(1)
+    np.testing.assert_allclose(p, mean_cls[:, :, None] * var_cls[:, None, :], atol=1e-4)
+    assert mean_cls[:, 2:].sum(1).mean() > 0.8  # beta 2 or 4 for the linear mean
+    assert (1 - var_cls.max(1)).mean() < 0.2 and (1 - mean_cls.max(1)).mean() < 0.2  # not a flat posterior
