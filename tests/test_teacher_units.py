@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 
 import bayesdesign as bd
-from bayesdesign.design import simulate
+from bayesdesign.design import make_design, simulate
 from bayesdesign.design.registry import split_suffixes
 from bayesdesign.efficiency import extremes_init, extremes_update, has_atom, log_odds_settings
 from bayesdesign.regression import init_stats, update_stats
 from bayesdesign.spec import PriorSpec, PriorSpecError, load_prior
 from bayesdesign.teachers import TeacherConfig, make_teacher
+from bayesdesign.teachers.base import VARIANCE_LAWS
 from bayesdesign.teachers.conjugate import TeacherState, _centred, safe_rule, standardized_state
 
 
@@ -64,9 +65,9 @@ def test_standardize_is_checked():
         TeacherConfig(safe=-1.0)
     with pytest.raises(ValueError, match=r"rule: expected one of \['sd', 'log_sd'\], got 'median'"):
         TeacherConfig(rule="median")
-    with pytest.raises(ValueError, match="spike / reweight settings are supported by the conjugate and mixture"):
+    with pytest.raises(ValueError, match="variance_law settings are supported by the conjugate and mixture"):
         make_teacher("svi", "beta1", TeacherConfig(rule="log_sd"))
-    with pytest.raises(ValueError, match=r"reweight settings .* \(its default is the 'sd' rule"):
+    with pytest.raises(ValueError, match=r"variance_law settings .* \(its default is the 'sd' rule"):
         make_teacher("svi", "beta1", TeacherConfig())  # the closed-form teachers' default is not theirs
     assert make_teacher("svi", "beta1").config.rule == "sd"
     with pytest.raises(ValueError, match=r"spike: expected a prior probability in \[0, 1\), got 1.0"):
@@ -302,3 +303,56 @@ def test_atom_rule_is_the_robust_safe_rule_where_outcomes_have_an_atom(rng):
     assert not atom.any()
     np.testing.assert_allclose(cont, pi("off", jittered)[0], atol=1e-12)
     assert np.abs(got - 0.5).max() < np.abs(pi("off", y)[0] - 0.5).max()  # nearer 1/2 with the atom
+
+
+def test_lognormal_law_keeps_the_moments_and_yields_to_the_atom_rule(rng):
+    """``variance_nodes``: both laws have the working posterior's mean and variance of sigma^2
+    (away from the floor); the lognormal law gives a small, uncertain variance a smaller posterior
+    mean sd. The teacher with ``variance_law='lognormal'`` decides as the normal one where the
+    atom rule fires (zero-heavy revenue) and differs on the same outcomes jittered."""
+    import jax.numpy as jnp
+
+    from bayesdesign.teachers.conjugate import _GH_W, variance_nodes
+
+    w = np.asarray(_GH_W, float)
+    var, var_var = np.array([2.0, 0.5]), np.array([0.3, 0.04])
+    for law in (0.0, 1.0):
+        v = np.asarray(variance_nodes(jnp.asarray(var), jnp.asarray(var_var), 1e-6, law), float)
+        mean = v @ w
+        np.testing.assert_allclose(mean, var, rtol=2e-3)
+        np.testing.assert_allclose((v - mean[:, None]) ** 2 @ w, var_var, rtol=2e-2)
+    small = [np.asarray(variance_nodes(jnp.asarray([0.02]), jnp.asarray([0.01]), 1e-6, law), float)
+             for law in (0.0, 1.0)]
+    sd_normal, sd_lognormal = (float((np.sqrt(v) @ w)[0]) for v in small)
+    tau2 = np.log1p(0.01 / 0.02**2)  # E sigma = exp(mu / 2 + tau^2 / 8), mu = log m - tau^2 / 2
+    assert sd_lognormal == pytest.approx(np.exp(0.5 * (np.log(0.02) - tau2 / 2) + tau2 / 8), rel=0.02)
+    z = np.linspace(-8, 8, 20001)
+    dens = np.exp(-z**2 / 2) / np.sqrt(2 * np.pi)
+    ref = np.trapezoid(np.sqrt(np.maximum(0.02 + 0.1 * z, 1e-6)) * dens, z)
+    assert sd_normal == pytest.approx(ref, rel=0.05)  # 20 nodes across the kink at the floor
+    assert sd_lognormal < 0.7 * sd_normal
+
+    x, a, y, jittered, xq = _revenue(rng)
+    teachers = [make_teacher("mixture", "checkout", TeacherConfig(variance_law=law)) for law in VARIANCE_LAWS]
+
+    def pi(t, yy):
+        out = t.decide(t.update(t.init(len(yy)), x, a, yy, None), xq)
+        return out["pi"], out["atom"]
+
+    (p0, atom), (p1, _) = (pi(t, y) for t in teachers)
+    assert atom.all()
+    np.testing.assert_allclose(p1, p0, atol=1e-12)
+    (q0, atom), (q1, _) = (pi(t, jittered) for t in teachers)
+    assert not atom.any() and np.abs(q1 - q0).max() > 0.01
+
+
+def test_lognormal_law_is_refused_where_it_is_not_implemented(tmp_path):
+    with pytest.raises(ValueError, match="variance_law"):
+        TeacherConfig(variance_law="gamma")
+    with pytest.raises(ValueError, match="variance_law.*hurdle_lognormal"):
+        make_teacher("conjugate", "revenue-hurdle", TeacherConfig(variance_law="lognormal"))
+    with pytest.raises(ValueError, match="variance_law"):
+        make_teacher("nuts", "beta1", TeacherConfig(rule="sd", spike=0.0, variance_law="lognormal"))
+    env = bd.get_scenario("S1")
+    with pytest.raises(ValueError, match="variance_law: the students implement the normal law"):
+        make_design("student:pretrained:lognormal", env, horizon=10)

@@ -31,12 +31,15 @@ SUFFIXES: dict[str, dict] = {
     "log-odds": {"rule": "log_sd", "spike": 0.0},
     "sd": {"rule": "sd", "spike": 0.0},
     "reweight": {"reweight": 50.0},
+    "lognormal": {"variance_law": "lognormal", "spike": 0.6},
 }
 """Suffixes of teacher and student design names and the ``TeacherConfig`` settings they give:
 ``teacher:mixture:unit-free:safe`` (the safe rule, robust variance), ``:log-odds`` (the log-odds
 rule without the spike), ``:sd`` (the Neyman ratio of posterior mean sds, the default before the
 spike-and-slab rule), ``:reweight`` (the reweighted second-moment regression beside the
-unweighted one, ``TeacherConfig.reweight``); several may follow each other."""
+unweighted one, ``TeacherConfig.reweight``), ``:lognormal`` (the lognormal law of the variance
+with the spike at 0.6, ``TeacherConfig.variance_law``; teachers only); several may follow each
+other."""
 
 
 def split_suffixes(name: str) -> tuple[str, dict]:

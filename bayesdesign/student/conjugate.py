@@ -133,9 +133,16 @@ class ConjugateLayer(nn.Module):
         """The teacher's ``robust`` second-moment variance, its rule (``safe``, ``spike``, as
         :func:`~bayesdesign.efficiency.log_odds_settings` reads them from a stored configuration),
         its ``atom`` share (0 when the configuration has none) and its ``reweight`` :math:`n_0`
-        (the reweighted second-moment regression; 0: off), which are not saved with the weights.
-        Only the compiled engine (:mod:`bayesdesign.student.engine`) implements ``reweight``: this
+        (the reweighted second-moment regression; 0: off), which are not saved with the weights;
+        a ``variance_law`` other than ``"normal"`` is refused. Only the compiled
+        engine (:mod:`bayesdesign.student.engine`) implements ``reweight``: this
         layer's torch :meth:`fit` refuses it (:meth:`check_torch`)."""
+        law = teacher_config.get("variance_law", "normal")
+        if law != "normal":
+            raise ValueError(
+                f"variance_law: the students implement the normal law of the variance only, got {law!r}; "
+                "use the teacher (teacher:mixture:PRIOR:lognormal)"
+            )
         reweight = float(teacher_config.get("reweight", 0.0))
         if not 0.0 <= reweight < math.inf:
             raise ValueError(f"reweight: expected a finite number of pseudo-units >= 0 (0: off), got {reweight}")

@@ -41,10 +41,12 @@ def make_teacher(backend: str, prior, config: TeacherConfig | None = None, **kwa
         return teacher
     conjugate_only = config is not None and (
         config.safe or config.robust or config.spike or config.rule != "sd" or config.reweight
+        or config.variance_law != "normal"
     )
     if backend in ("nuts", "svi") and (spec.outcome.standardize or conjugate_only):
         raise ValueError(
-            f"{spec.source}: outcome.standardize and the safe / robust / log-odds / spike / reweight settings are "
+            f"{spec.source}: outcome.standardize and the safe / robust / log-odds / spike / reweight / variance_law "
+            "settings are "
             f"supported by the conjugate and mixture teachers only, not {backend!r} (its default is the 'sd' rule; "
             "TeacherConfig(rule='sd', spike=0.0))"
         )

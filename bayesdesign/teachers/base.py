@@ -29,6 +29,10 @@ from ..efficiency import RULES
 __all__ = ["TeacherConfig", "Teacher", "SAMPLING_DEFAULT", "LEGACY"]
 
 
+VARIANCE_LAWS = ("normal", "lognormal")
+r"""The laws of :math:`\sigma^2` the conjugate teachers offer (``TeacherConfig.variance_law``)."""
+
+
 @dataclass(frozen=True)
 class TeacherConfig:
     r"""Settings of the early-unit behaviour (see DESIGN.md, *Early units*).
@@ -84,6 +88,16 @@ class TeacherConfig:
         inference engine implements it (``student:pretrained:reweight`` decides as
         ``teacher:mixture:unit-free:reweight``); the torch student (its ``backend='torch'``,
         training and distillation) and the sampling teachers do not and refuse it.
+    variance_law : ``"normal"`` (default) or ``"lognormal"``: the law of :math:`\sigma_a^2(x)` under
+        which the conjugate teachers of continuous outcome families take the expectations of
+        :math:`\sigma` and :math:`\log\sigma`, given the working posterior's mean and variance of
+        :math:`\sigma^2` (:func:`~bayesdesign.teachers.conjugate.variance_nodes`). The normal law
+        puts the mass it gives to negative variances on the floor; the lognormal one (the prior's
+        own family: normal on :math:`\log\sigma`) lets a small, uncertain variance be small, so the
+        design moves further where the sds differ much. In an experiment where the atom rule fires
+        the normal law is used. The design suffix ``:lognormal`` sets it with ``spike = 0.6``
+        (docs/concepts.md, *The law of the variance*, has the figures). The students and the
+        sampling teachers implement the normal law only and refuse it.
     """
 
     burn_in: int = 10
@@ -96,6 +110,7 @@ class TeacherConfig:
     spike: float = 0.3
     atom: float = 0.2
     reweight: float = 0.0
+    variance_law: str = "normal"
 
     def __post_init__(self):
         if self.burn_in < 0:
@@ -108,6 +123,8 @@ class TeacherConfig:
             raise ValueError(f"safe: expected a non-negative number of posterior sds, got {self.safe}")
         if self.rule not in RULES:
             raise ValueError(f"rule: expected one of {list(RULES)}, got {self.rule!r}")
+        if self.variance_law not in VARIANCE_LAWS:
+            raise ValueError(f"variance_law: expected one of {list(VARIANCE_LAWS)}, got {self.variance_law!r}")
         if not 0.0 <= self.spike < 1.0:
             raise ValueError(f"spike: expected a prior probability in [0, 1), got {self.spike}")
         if not 0.0 <= self.atom <= 1.0:

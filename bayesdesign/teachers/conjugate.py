@@ -343,10 +343,28 @@ def mix_log_sd(p_k, ls_k, ls_var_k):
     return ls_mean, ls_sd
 
 
-def _arm_terms(prior_arrays, floor, a, phi_q, args, weighted):
+def variance_nodes(var, var_var, lo, lognormal):
+    r"""Gauss-Hermite nodes of :math:`\sigma^2` (``var.shape + (20,)``, weights ``_GH_W``) from the
+    working posterior's mean ``var`` and variance ``var_var`` of :math:`\sigma^2`, floored at ``lo``.
+
+    ``lognormal = 0``: the working model's normal law :math:`N(\text{var}, \text{var\_var})`.
+    ``lognormal = 1`` (``TeacherConfig.variance_law = "lognormal"``): the lognormal law with the
+    same mean (floored at ``lo``) and variance, :math:`\log\sigma^2 \sim N(\log m - \tau^2/2,
+    \tau^2)`, :math:`\tau^2 = \log(1 + \text{var\_var}/m^2)`. A variance is positive and the prior
+    is normal on :math:`\log\sigma`; the normal law puts the mass it gives to negative variances on
+    the floor, so a small, uncertain variance gets a posterior mean sd well above the
+    lognormal's."""
+    normal = var[..., None] + jnp.sqrt(var_var)[..., None] * _GH_X
+    m = jnp.maximum(var, lo)
+    t2 = jnp.log1p(var_var / m**2)
+    log_nodes = (jnp.log(m) - 0.5 * t2)[..., None] + jnp.sqrt(t2)[..., None] * _GH_X
+    return jnp.maximum(jnp.where(lognormal > 0, jnp.exp(log_nodes), normal), lo)
+
+
+def _arm_terms(prior_arrays, floor, a, phi_q, args, weighted, lognormal):
     """Per class (K, or 2K with the reweighted model appended): the arm's mean function, posterior
     mean sd, mean and variance of the log sd, and log evidence (both regressions, the second one
-    tempered later)."""
+    tempered later); ``lognormal`` as in :func:`variance_nodes`."""
     _, _, _, v0, _ = prior_arrays
     mu, mu_var, var, var_var, ev_m, ev_r = arm_moments(prior_arrays, a, phi_q, *args)
     if weighted is not None:
@@ -359,8 +377,7 @@ def _arm_terms(prior_arrays, floor, a, phi_q, args, weighted):
         mu, ev_m = jnp.concatenate([mu, mu]), jnp.concatenate([ev_m, ev_m])
         var, var_var = jnp.concatenate([var, var_w]), jnp.concatenate([var_var, var_var_w])
         ev_r = jnp.concatenate([ev_r, ev_rw + 0.5 * log_w[a]])
-    # E over sigma^2 ~ N(var, var_var), floored, by Gauss-Hermite quadrature
-    v = jnp.maximum(var[..., None] + jnp.sqrt(var_var)[..., None] * _GH_X, floor * v0[a])
+    v = variance_nodes(var, var_var, floor * v0[a], lognormal)
     sd_k = (jnp.sqrt(v) * _GH_W).sum(-1)
     ls = 0.5 * jnp.log(v)
     ls_m = (ls * _GH_W).sum(-1)
@@ -368,11 +385,11 @@ def _arm_terms(prior_arrays, floor, a, phi_q, args, weighted):
     return mu, sd_k, ls_m, ls_v, ev_m, ev_r
 
 
-def _one_task(prior_arrays, floor, both, phi_q, gram, g_m, ee_m, g_r, ee_r, n, c, v_hat, r_var, weighted=None):
+def _one_task(prior_arrays, floor, both, phi_q, gram, g_m, ee_m, g_r, ee_r, n, c, v_hat, r_var, weighted, lognormal):
     log_w = prior_arrays[4]
     k = log_w.shape[0]
     args = (gram, g_m, ee_m, g_r, ee_r, n, c, v_hat, r_var)
-    out = [_arm_terms(prior_arrays, floor, a, phi_q, args, weighted) for a in (0, 1)]
+    out = [_arm_terms(prior_arrays, floor, a, phi_q, args, weighted, lognormal) for a in (0, 1)]
     if weighted is not None:  # the unweighted and reweighted working models, equally likely a priori
         log_w = jnp.concatenate([log_w, log_w]) - jnp.log(2.0)
     log_post = log_w + (out[0][4] + both * out[0][5]) + (out[1][4] + both * out[1][5])
@@ -387,14 +404,18 @@ def _one_task(prior_arrays, floor, both, phi_q, gram, g_m, ee_m, g_r, ee_r, n, c
 
 
 @jax.jit
-def conjugate_decide(prior_arrays, floor, both, phi_q, gram, g_m, ee_m, g_r, ee_r, n, c, v_hat, r_var, weighted=None):
-    """Posterior Neyman quantities for a batch of tasks: every array has a leading task axis
+def conjugate_decide(prior_arrays, floor, both, phi_q, gram, g_m, ee_m, g_r, ee_r, n, c, v_hat, r_var, weighted=None,
+                     lognormal=None):
+    r"""Posterior Neyman quantities for a batch of tasks: every array has a leading task axis
     except ``prior_arrays``, ``floor`` and ``both`` (the weight of the second-moment evidence in
     the class posterior); ``weighted`` (:func:`_weighted_centred`, or ``None``) adds the
-    reweighted second-moment model. Returns ``pi`` (B, Q) unclipped, ``sbar``, ``mean``,
-    ``log_sd_mean``, ``log_sd_sd`` (B, 2, Q) and ``class_prob`` (B, K)."""
+    reweighted second-moment model; ``lognormal`` (B,) (default zeros) picks the law of
+    :math:`\sigma^2` per task (:func:`variance_nodes`). Returns ``pi`` (B, Q) unclipped, ``sbar``,
+    ``mean``, ``log_sd_mean``, ``log_sd_sd`` (B, 2, Q) and ``class_prob`` (B, K)."""
+    if lognormal is None:
+        lognormal = jnp.zeros(n.shape[0], jnp.float32)
     fn = partial(_one_task, prior_arrays, floor, both)
-    return jax.vmap(fn)(phi_q, gram, g_m, ee_m, g_r, ee_r, n, c, v_hat, r_var, weighted)
+    return jax.vmap(fn)(phi_q, gram, g_m, ee_m, g_r, ee_r, n, c, v_hat, r_var, weighted, lognormal)
 
 
 def _regressions(prior_arrays, both, gram, g_m, ee_m, g_r, ee_r, n, c, v_hat, r_var, weighted=None):
@@ -485,6 +506,11 @@ class ConjugateTeacher(SequentialPolicy):
         self.atom_share = self.config.atom if self.spec.family in ("gaussian", "student_t") else 0.0
         self.reweight = float(self.config.reweight)
         self._last = None  # (state, features, posterior, statistics) of the last decision, reweight only
+        if self.config.variance_law != "normal" and self.spec.family not in ("gaussian", "student_t"):
+            raise ValueError(
+                f"variance_law: {self.config.variance_law!r} is for the continuous outcome families (gaussian, "
+                f"student_t); prior {self.spec.source} has family {self.spec.family}: use variance_law='normal'"
+            )
         if self.reweight and self.spec.family not in ("gaussian", "student_t"):
             raise ValueError(
                 f"reweight: the reweighted second-moment regression is for continuous outcome families "
@@ -596,16 +622,19 @@ class ConjugateTeacher(SequentialPolicy):
             out["log_sd_mean"] = np.log(s)[:, None, None] + out["log_sd_mean"]
         return out
 
-    def _posterior_view(self, state: TeacherState, phi: np.ndarray, view: TeacherState | None = None):
+    def _posterior_view(self, state: TeacherState, phi: np.ndarray, view: TeacherState | None = None,
+                        law: bool | None = None):
         """:func:`conjugate_decide` at query features ``phi`` (B, Q, F) in the working model's units
         (standardized ones for a prior with ``outcome.standardize``), with ``atom`` (B,) added, and
-        the :func:`_centred` statistics it was computed from."""
+        the :func:`_centred` statistics it was computed from; ``law`` (default: the configuration's)
+        whether the law of the variance is the lognormal one where the atom rule does not fire."""
         view = self._view(state)[0] if view is None else view
         atom = self.atom_rows(state)
         args = _centred(self.prior, view, self.config.prior_obs, self.robust or atom)
+        lognormal = np.where(atom, 0.0, float(self.lognormal if law is None else law)).astype(np.float32)
         res = conjugate_decide(
             self._arrays, self._floor, self._both, jnp.asarray(phi, jnp.float32), *args,
-            _weighted_centred(self.prior, view),
+            _weighted_centred(self.prior, view), jnp.asarray(lognormal),
         )
         out = {k: np.asarray(v, dtype=float) for k, v in res.items()}
         out["atom"] = atom
@@ -621,21 +650,36 @@ class ConjugateTeacher(SequentialPolicy):
             out["pi"] = safe_rule(out["log_sd_mean"], out["log_sd_sd"], k, spike, self.slab)
         atom = out.get("atom")
         if atom is not None and atom.any():
-            gated = safe_rule(out["log_sd_mean"], out["log_sd_sd"], *atom_settings(k, spike), self.slab)
+            gated = safe_rule(out["log_sd_mean"], out["log_sd_sd"], *atom_settings(k, spike), self.slab_of(False))
             out["pi"] = np.where(atom[:, None], gated, out["pi"])
         return out
+
+    @property
+    def lognormal(self) -> bool:
+        """Whether the configuration's law of the variance is the lognormal one."""
+        return self.config.variance_law == "lognormal"
 
     @property
     def slab(self) -> float:
         """The prior sd of the Neyman log-odds at a point (:func:`~bayesdesign.efficiency.slab_sd`),
         the slab of the spike-and-slab rule: this teacher's posterior before any unit (1 when the
-        configuration has no spike)."""
+        configuration has no spike), under the configuration's law of the variance."""
+        return self.slab_of(self.lognormal)
+
+    def slab_of(self, lognormal: bool) -> float:
+        """:attr:`slab` under the lognormal (``True``) or the normal law of the variance (the atom
+        rule's)."""
         if self.config.spike <= 0:
             return 1.0
-        if getattr(self, "_slab", None) is None:
+        slabs = self.__dict__.setdefault("_slabs", {})
+        if lognormal not in slabs:
             x = self.low + slab_grid(self.d) * (self.high - self.low)
-            self._slab = slab_sd(self.posterior_outputs(self.init(1), x[None])["log_sd_sd"])
-        return self._slab
+            if lognormal == self.lognormal:  # a subclass's own posterior (hurdle)
+                out = self.posterior_outputs(self.init(1), x[None])
+            else:  # the normal law beside a lognormal configuration (continuous families only)
+                out, _ = self._posterior_view(self.init(1), self.features(x[None]), law=lognormal)
+            slabs[lognormal] = slab_sd(out["log_sd_sd"])
+        return slabs[lognormal]
 
     def _raw(self, state, x):
         if state.t < self.config.burn_in:
