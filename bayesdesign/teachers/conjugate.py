@@ -97,6 +97,7 @@ __all__ = [
     "pooled_location_scale",
     "safe_rule",
     "standardized_state",
+    "variance_nodes",
 ]
 
 
