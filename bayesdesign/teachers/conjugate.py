@@ -348,14 +348,17 @@ def variance_nodes(var, var_var, lo, lognormal):
     r"""Gauss-Hermite nodes of :math:`\sigma^2` (``var.shape + (20,)``, weights ``_GH_W``) from the
     working posterior's mean ``var`` and variance ``var_var`` of :math:`\sigma^2`, floored at ``lo``.
 
-    ``lognormal = 0``: the working model's normal law :math:`N(\text{var}, \text{var\_var})`.
-    ``lognormal = 1`` (``TeacherConfig.variance_law = "lognormal"``): the lognormal law with the
-    same mean (floored at ``lo``) and variance, :math:`\log\sigma^2 \sim N(\log m - \tau^2/2,
-    \tau^2)`, :math:`\tau^2 = \log(1 + \text{var\_var}/m^2)`. A variance is positive and the prior
+    ``lognormal = None`` (or 0): the working model's normal law :math:`N(\text{var},
+    \text{var\_var})` (``None`` skips the other law's work). ``lognormal = 1``
+    (``TeacherConfig.variance_law = "lognormal"``): the lognormal law with the same mean (floored
+    at ``lo``) and variance, :math:`\log\sigma^2 \sim N(\log m - \tau^2/2, \tau^2)`,
+    :math:`\tau^2 = \log(1 + \text{var\_var}/m^2)`. A variance is positive and the prior
     is normal on :math:`\log\sigma`; the normal law puts the mass it gives to negative variances on
     the floor, so a small, uncertain variance gets a posterior mean sd well above the
     lognormal's."""
     normal = var[..., None] + jnp.sqrt(var_var)[..., None] * _GH_X
+    if lognormal is None:
+        return jnp.maximum(normal, lo)
     m = jnp.maximum(var, lo)
     t2 = jnp.log1p(var_var / m**2)
     log_nodes = (jnp.log(m) - 0.5 * t2)[..., None] + jnp.sqrt(t2)[..., None] * _GH_X
@@ -410,11 +413,10 @@ def conjugate_decide(prior_arrays, floor, both, phi_q, gram, g_m, ee_m, g_r, ee_
     r"""Posterior Neyman quantities for a batch of tasks: every array has a leading task axis
     except ``prior_arrays``, ``floor`` and ``both`` (the weight of the second-moment evidence in
     the class posterior); ``weighted`` (:func:`_weighted_centred`, or ``None``) adds the
-    reweighted second-moment model; ``lognormal`` (B,) (default zeros) picks the law of
-    :math:`\sigma^2` per task (:func:`variance_nodes`). Returns ``pi`` (B, Q) unclipped, ``sbar``,
-    ``mean``, ``log_sd_mean``, ``log_sd_sd`` (B, 2, Q) and ``class_prob`` (B, K)."""
-    if lognormal is None:
-        lognormal = jnp.zeros(n.shape[0], jnp.float32)
+    reweighted second-moment model; ``lognormal`` (B,) picks the law of :math:`\sigma^2` per task
+    (:func:`variance_nodes`; ``None``, the default: the normal law in every task). Returns ``pi``
+    (B, Q) unclipped, ``sbar``, ``mean``, ``log_sd_mean``, ``log_sd_sd`` (B, 2, Q) and
+    ``class_prob`` (B, K)."""
     fn = partial(_one_task, prior_arrays, floor, both)
     return jax.vmap(fn)(phi_q, gram, g_m, ee_m, g_r, ee_r, n, c, v_hat, r_var, weighted, lognormal)
 
@@ -632,10 +634,10 @@ class ConjugateTeacher(SequentialPolicy):
         view = self._view(state)[0] if view is None else view
         atom = self.atom_rows(state)
         args = _centred(self.prior, view, self.config.prior_obs, self.robust or atom)
-        lognormal = np.where(atom, 0.0, float(self.lognormal if law is None else law)).astype(np.float32)
+        lognormal = (self.lognormal if law is None else law) & ~atom  # the atom rule's is the normal law
         res = conjugate_decide(
             self._arrays, self._floor, self._both, jnp.asarray(phi, jnp.float32), *args,
-            _weighted_centred(self.prior, view), jnp.asarray(lognormal),
+            _weighted_centred(self.prior, view), jnp.asarray(lognormal, jnp.float32) if lognormal.any() else None,
         )
         out = {k: np.asarray(v, dtype=float) for k, v in res.items()}
         out["atom"] = atom

@@ -115,7 +115,7 @@ def _hurdle_task(amount_prior, buy_prior, floor, both, phi_q, amount, buy):
         eta_sd = jnp.sqrt(p_var) / (p_hat * (1.0 - p_hat))
         e = eta[..., None] + eta_sd[..., None] * _GH_X  # (K, Q, G) nodes of logit p
         log_p, log_1mp = jax.nn.log_sigmoid(e), jax.nn.log_sigmoid(-e)
-        v = variance_nodes(var, jnp.maximum(var_var, 0.0), floor * v0[a], 0.0)
+        v = variance_nodes(var, jnp.maximum(var_var, 0.0), floor * v0[a], None)
         vv = v[..., None, :]  # (K, Q, 1, G)
         # log g = log p + v + log(e^v - p), e^v - p = expm1(v) + (1 - p) > 0
         half_log_g = 0.5 * (log_p[..., :, None] + vv + jnp.log(jnp.expm1(vv) + jnp.exp(log_1mp)[..., :, None]))
