@@ -238,3 +238,53 @@ def test_student_of_a_separate_prior_is_its_mixture_teacher(tmp_path):
     pi = ds["pi"].values
     assert np.abs(pi[0] - pi[1]).max() < 2e-5
     assert np.abs(pi[0] - 0.5).max() > 0.2
+
+
+def test_lognormal_law_follows_the_teacher_until_the_atom_rule(tmp_path, perturbed, rng):
+    """``variance_law='lognormal'`` (``:lognormal``): on revenue-like data whose atom appears at
+    unit 125 (:func:`_atom_midway`) the untrained student (both backends) decides as the JAX
+    teacher at every block: the lognormal law before, the normal law and its own slab after. Before
+    unit 125 the decisions differ from the normal law's (so the law is in effect); from 125 on
+    they equal them. The perturbed student's backends agree under the law."""
+    from bayesdesign.design.registry import SUFFIXES
+    from bayesdesign.teachers.base import TeacherConfig
+
+    cfg = TeacherConfig(**SUFFIXES["lognormal"])
+    x, a, y, xq = _checkout(rng, b=4)
+    y = _atom_midway(y, rng)
+    path = untrained_student("unit-free-2", tmp_path / "ln", teacher_config=cfg)
+    normal = untrained_student("unit-free-2", tmp_path / "normal",
+                               teacher_config=TeacherConfig(**{**SUFFIXES["lognormal"], "variance_law": "normal"}))
+    pols = {be: load_policy(path, bounds=(LOW, HIGH), backend=be) for be in ("engine", "torch")}
+    pols["normal"] = load_policy(normal, bounds=(LOW, HIGH))
+    ln_perturbed = copy.deepcopy(perturbed)
+    ln_perturbed.teacher_config.update(SUFFIXES["lognormal"])
+    ln_perturbed.model.conj.set_rule(ln_perturbed.teacher_config)
+    pols.update({f"p-{be}": StudentPolicy(ln_perturbed, backend=be) for be in ("engine", "torch")})
+    for hi, pis, out in _follow(make_teacher("mixture", load_prior("checkout"), cfg), pols, x, a, y, xq):
+        for be in ("engine", "torch"):
+            np.testing.assert_allclose(pis[be], out["pi"], atol=5e-5, rtol=0, err_msg=f"{be} after {hi} units")
+        np.testing.assert_allclose(pis["p-engine"], pis["p-torch"], atol=2e-6, rtol=0)
+        if hi < 125:
+            assert np.abs(pis["normal"] - pis["engine"]).max() > 0.005
+        else:
+            np.testing.assert_allclose(pis["normal"], pis["engine"], atol=1e-12, rtol=0)
+    named = make_design("student:pretrained:lognormal", bd.get_scenario("S8"), horizon=10)
+    assert named.student.model.conj.lognormal
+
+
+def test_lognormal_law_with_reweighting_follows_the_teacher_on_s10(tmp_path):
+    """The compiled engine's lognormal law in the reweighted second-moment regression (each unit's
+    weight comes from the law's posterior mean sd): the untrained ``unit-free-flex`` student with
+    ``:reweight:lognormal`` decides as that teacher on S10."""
+    from bayesdesign.design.registry import SUFFIXES
+    from bayesdesign.teachers.base import TeacherConfig
+
+    cfg = TeacherConfig(**{**SUFFIXES["reweight"], **SUFFIXES["lognormal"]})
+    path = untrained_student("unit-free-flex", tmp_path / "flex", teacher_config=cfg)
+    ds = bd.simulate(bd.get_scenario("S10"), ["teacher:mixture:unit-free-flex:reweight:lognormal", f"student:{path}",
+                                              "teacher:mixture:unit-free-flex:reweight"],
+                     horizon=150, reps=4, seed=3, keep_units=150)
+    pi = ds["pi"].values
+    assert np.abs(pi[0] - pi[1]).max() < 5e-5
+    assert np.abs(pi[0] - pi[2]).max() > 0.01

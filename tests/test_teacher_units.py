@@ -354,5 +354,6 @@ def test_lognormal_law_is_refused_where_it_is_not_implemented(tmp_path):
     with pytest.raises(ValueError, match="variance_law"):
         make_teacher("nuts", "beta1", TeacherConfig(rule="sd", spike=0.0, variance_law="lognormal"))
     env = bd.get_scenario("S1")
-    with pytest.raises(ValueError, match="variance_law: the students implement the normal law"):
-        make_design("student:pretrained:lognormal", env, horizon=10)
+    with pytest.raises(ValueError, match=r"variance_law: expected one of \['normal', 'lognormal'\], got 'gamma'"):
+        make_design("student:pretrained:lognormal", env, horizon=10).student.model.conj.set_rule(
+            {"variance_law": "gamma"})

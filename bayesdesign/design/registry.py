@@ -38,8 +38,8 @@ SUFFIXES: dict[str, dict] = {
 rule without the spike), ``:sd`` (the Neyman ratio of posterior mean sds, the default before the
 spike-and-slab rule), ``:reweight`` (the reweighted second-moment regression beside the
 unweighted one, ``TeacherConfig.reweight``), ``:lognormal`` (the lognormal law of the variance
-with the spike at 0.6, ``TeacherConfig.variance_law``; teachers only); several may follow each
-other."""
+with the spike at 0.6, ``TeacherConfig.variance_law``; the conjugate teachers and the students);
+several may follow each other."""
 
 
 def split_suffixes(name: str) -> tuple[str, dict]:

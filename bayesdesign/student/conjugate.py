@@ -36,8 +36,9 @@ from torch import Tensor, nn
 
 from ..basis import cosine_features
 from ..efficiency import atom_settings, log_odds, log_odds_settings, slab_grid, slab_sd
+from ..teachers.base import VARIANCE_LAWS
 
-__all__ = ["ConjugateLayer", "ConjugateFit", "layer_prior", "standardize_sums", "pooled_moments"]
+__all__ = ["ConjugateLayer", "ConjugateFit", "layer_prior", "standardize_sums", "pooled_moments", "variance_nodes"]
 
 _GH_X, _GH_W = np.polynomial.hermite_e.hermegauss(20)
 _GH_W = _GH_W / _GH_W.sum()
@@ -78,16 +79,35 @@ def standardize_sums(sums: Tensor, f: int) -> tuple[Tensor, Tensor, Tensor]:
 
 
 class ConjugateFit(NamedTuple):
-    """The history side of the layer: posterior means ``coef`` (B, 2, 2, K, F) of the series
+    r"""The history side of the layer: posterior means ``coef`` (B, 2, 2, K, F) of the series
     coefficients (arm, regression: mean / second moment, class), the Cholesky factors ``chol``
-    (B, 2, 2, K, F, F) of the whitened posterior precisions, the arms' running means ``c`` (B, 2)
-    and the log evidences ``ev_mean``, ``ev_var`` (B, K) summed over arms."""
+    (B, 2, 2, K, F, F) of the whitened posterior precisions, the arms' running means ``c`` (B, 2),
+    the log evidences ``ev_mean``, ``ev_var`` (B, K) summed over arms, and the rows (B,) whose law
+    of :math:`\sigma^2` is the lognormal one (``None``: the normal law in every row)."""
 
     coef: Tensor
     chol: Tensor
     c: Tensor
     ev_mean: Tensor
     ev_var: Tensor
+    lognormal: Tensor | None = None
+
+
+def variance_nodes(var: Tensor, var_var: Tensor, lo: Tensor | float, lognormal: Tensor | None) -> Tensor:
+    r"""Gauss-Hermite nodes of :math:`\sigma^2` (``var.shape + (20,)``) from its working-posterior
+    mean ``var`` and variance ``var_var``, floored at ``lo``: the torch twin of the teachers'
+    :func:`~bayesdesign.teachers.conjugate.variance_nodes` (the normal law, or in the rows where
+    ``lognormal`` (B,), broadcast over ``var``'s trailing axes, the lognormal law with the same
+    mean and variance)."""
+    x = torch.as_tensor(_GH_X, dtype=var.dtype, device=var.device)
+    normal = (var[..., None] + var_var.sqrt()[..., None] * x).clamp(min=lo)
+    if lognormal is None or not bool(lognormal.any()):
+        return normal
+    m = var.clamp(min=lo)
+    t2 = torch.log1p(var_var / m**2)
+    ln = torch.exp((torch.log(m) - 0.5 * t2)[..., None] + t2.sqrt()[..., None] * x).clamp(min=lo)
+    rows = lognormal.view(-1, *([1] * (normal.dim() - 1)))
+    return torch.where(rows, ln, normal)
 
 
 def layer_prior(spec) -> dict[str, np.ndarray]:
@@ -124,25 +144,23 @@ class ConjugateLayer(nn.Module):
         self.register_buffer("s_var", torch.zeros(2, k, f, dtype=torch.float64))
         self.register_buffer("log_w", torch.zeros(k, dtype=torch.float64))
         self.register_buffer("log_scale", torch.zeros(2, dtype=torch.float64))
-        self.register_buffer("gh_x", torch.as_tensor(_GH_X, dtype=torch.float64), persistent=False)
         self.register_buffer("gh_w", torch.as_tensor(_GH_W, dtype=torch.float64), persistent=False)
         self.n_stats = 2 * (f * f + 2 * f + 2)
         self.set_rule({})
 
     def set_rule(self, teacher_config: dict) -> None:
-        """The teacher's ``robust`` second-moment variance, its rule (``safe``, ``spike``, as
+        r"""The teacher's ``robust`` second-moment variance, its rule (``safe``, ``spike``, as
         :func:`~bayesdesign.efficiency.log_odds_settings` reads them from a stored configuration),
-        its ``atom`` share (0 when the configuration has none) and its ``reweight`` :math:`n_0`
-        (the reweighted second-moment regression; 0: off), which are not saved with the weights;
-        a ``variance_law`` other than ``"normal"`` is refused. Only the compiled
+        its ``atom`` share (0 when the configuration has none), its ``reweight`` :math:`n_0`
+        (the reweighted second-moment regression; 0: off) and its ``variance_law`` (the law of
+        :math:`\sigma^2`, normal or lognormal, the latter where the atom rule does not fire, as the
+        teacher), which are not saved with the weights. Only the compiled
         engine (:mod:`bayesdesign.student.engine`) implements ``reweight``: this
         layer's torch :meth:`fit` refuses it (:meth:`check_torch`)."""
         law = teacher_config.get("variance_law", "normal")
-        if law != "normal":
-            raise ValueError(
-                f"variance_law: the students implement the normal law of the variance only, got {law!r}; "
-                "use the teacher (teacher:mixture:PRIOR:lognormal)"
-            )
+        if law not in VARIANCE_LAWS:
+            raise ValueError(f"variance_law: expected one of {list(VARIANCE_LAWS)}, got {law!r}")
+        self.lognormal = law == "lognormal"
         reweight = float(teacher_config.get("reweight", 0.0))
         if not 0.0 <= reweight < math.inf:
             raise ValueError(f"reweight: expected a finite number of pseudo-units >= 0 (0: off), got {reweight}")
@@ -150,7 +168,7 @@ class ConjugateLayer(nn.Module):
         self.robust = bool(teacher_config.get("robust", False))
         self.safe, self.spike = log_odds_settings(teacher_config)
         self.atom = float(teacher_config.get("atom", 0.0))
-        self._slab = None
+        self._slabs = {}
 
     def check_torch(self, where: str) -> None:
         """Refuse ``reweight`` in the torch code paths (``where`` names the caller), which do not
@@ -174,17 +192,28 @@ class ConjugateLayer(nn.Module):
     def slab(self) -> float:
         """The spike-and-slab rule's slab (:func:`~bayesdesign.efficiency.slab_sd`): the sd of the
         Neyman log-odds under the layer's prior, as the teacher computes it before any unit (1
-        when the rule has no spike)."""
+        when the rule has no spike), under the configuration's law of the variance."""
+        return self.slab_of(self.lognormal)
+
+    @property
+    def atom_slab(self) -> float:
+        """The slab of the rule for outcomes with an atom, whose law of the variance is the normal one."""
+        return self.slab_of(False)
+
+    def slab_of(self, lognormal: bool) -> float:
+        """:attr:`slab` under the lognormal (``True``) or the normal law of the variance."""
         if self.spike <= 0:
             return 1.0
-        if self._slab is None:
+        if lognormal not in self._slabs:
             uq = torch.as_tensor(slab_grid(self.d), dtype=torch.float64, device=self.log_w.device)[None]
             # before any unit the reweighted second-moment model is the unweighted one: the same slab
-            base = self.predict(self._fit(torch.zeros((1, self.n_stats), dtype=torch.float64, device=uq.device)), uq)
+            fit = self._fit(torch.zeros((1, self.n_stats), dtype=torch.float64, device=uq.device))
+            fit = fit._replace(lognormal=torch.full((1,), bool(lognormal), device=uq.device))
+            base = self.predict(fit, uq)
             p = torch.softmax(self.log_w, 0)[None, None, :, None]
             _, var = self.mixture_log_sd(p, base["ls_mean"], base["ls_var"])
-            self._slab = slab_sd(var[0].T.sqrt().cpu().numpy())
-        return self._slab
+            self._slabs[lognormal] = slab_sd(var[0].T.sqrt().cpu().numpy())
+        return self._slabs[lognormal]
 
     def rule_args(self) -> tuple[float, float, float]:
         """``(safe, spike, slab)`` of the rule (``safe = -1``: the Neyman ratio)."""
@@ -206,7 +235,7 @@ class ConjugateLayer(nn.Module):
         m, s = m[..., 1] - m[..., 0], (var[..., 0] + var[..., 1]).clamp(min=1e-20).sqrt()
         out = log_odds(m, s, self.safe, self.spike, self.slab) if self.safe >= 0 else ratio
         if gated:
-            out = torch.where(atom[:, None], log_odds(m, s, *atom_settings(self.safe, self.spike), self.slab), out)
+            out = torch.where(atom[:, None], log_odds(m, s, *atom_settings(self.safe, self.spike), self.atom_slab), out)
         return out
 
     def set_prior(self, arrays: dict[str, np.ndarray], teacher_config: dict | None = None) -> None:
@@ -278,7 +307,10 @@ class ConjugateLayer(nn.Module):
         logev = -0.5 * (n[:, :, None, None] * torch.log(2 * math.pi * v[..., None]) + logdet
                         + ee[..., None] / v[..., None] - (h * zbar).sum(-1))  # (B, 2, 2, K)
         coef = s[None] * zbar  # theta = s z, the unwhitened coefficients
-        return ConjugateFit(coef, chol, c, logev[:, :, 0].sum(1), logev[:, :, 1].sum(1))
+        law = None
+        if self.lognormal:  # the rows where the atom rule fires keep the normal law (as the teacher)
+            law = torch.ones(b, dtype=torch.bool, device=sums.device) if robust is None else ~robust
+        return ConjugateFit(coef, chol, c, logev[:, :, 0].sum(1), logev[:, :, 1].sum(1), law)
 
     @torch.no_grad()
     def predict(self, fit: ConjugateFit, uq: Tensor) -> dict[str, Tensor]:
@@ -294,7 +326,7 @@ class ConjugateLayer(nn.Module):
         dev = mu - fit.c[:, :, None, None]
         var = r - dev**2
         var_var = (pvar[:, :, 1] + 4 * dev**2 * pvar[:, :, 0]).clamp(min=0.0)
-        nodes = (var[..., None] + var_var.sqrt()[..., None] * self.gh_x).clamp(min=self.floor)
+        nodes = variance_nodes(var, var_var, self.floor, fit.lognormal)
         sd = (nodes.sqrt() * self.gh_w).sum(-1)
         ls = 0.5 * torch.log(nodes)
         ls_m = (ls * self.gh_w).sum(-1)

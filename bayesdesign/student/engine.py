@@ -73,7 +73,9 @@ WEIGHT_LOW, WEIGHT_HIGH = (float(v) for v in WEIGHT_RANGE)
 class Weights(NamedTuple):
     """A student's weights laid out for the engine (see :func:`engine_weights`): the network's in
     float32, the conjugate layer's in float64. Linear maps are ``x @ W + b``; per-layer maps are
-    stacked on a leading axis."""
+    stacked on a leading axis. ``dup`` (6K,): for each row of the conjugate fit (:class:`_Side`),
+    the first row with the same prior scales, whose fit it shares (with separate smoothness classes
+    for the mean and the spread, :math:`K^2` classes have :math:`K` distinct fits per regression)."""
 
     tok_w0: np.ndarray
     tok_b0: np.ndarray
@@ -109,6 +111,7 @@ class Weights(NamedTuple):
     ex_w: np.ndarray
     ex_b: np.ndarray
     s: np.ndarray
+    dup: np.ndarray
     log_w: np.ndarray
     log_scale: np.ndarray
     gh_x: np.ndarray
@@ -207,10 +210,26 @@ def engine_weights(model) -> Weights:
         *lq, *lo, *lf0, *lf1,
         *lin("expert_in", "out_norm"), np.ascontiguousarray(sd["expert_w"], np.float32),
         sd["expert_b"].astype(np.float32),
-        np.ascontiguousarray(s), log_w, log_scale, np.asarray(_GH_X, float), np.asarray(_GH_W, float),
+        np.ascontiguousarray(s), _duplicate_rows(s), log_w, log_scale, np.asarray(_GH_X, float),
+        np.asarray(_GH_W, float),
         floor, prior_obs, var_evidence, cfg.d, cfg.n_freq, cfg.n_terms, cfg.n_heads, cfg.n_classes,
         bool(cfg.standardize), bool(cfg.n_terms and model.conj.robust), bool(cfg.token_asinh),
     )
+
+
+def _duplicate_rows(s: np.ndarray) -> np.ndarray:
+    """``Weights.dup`` from the prior scales ``s`` (arm, regression, K, F): rows ``(arm 2 + reg) K + k``,
+    then the reweighted rows ``4K + arm K + k`` (the second-moment scales)."""
+    kk = s.shape[2]
+    dup = np.arange(6 * kk)
+    for arm in range(2):
+        for reg in range(2):
+            for k in range(kk):
+                first = next(j for j in range(k + 1) if np.array_equal(s[arm, reg, j], s[arm, reg, k]))
+                dup[(arm * 2 + reg) * kk + k] = (arm * 2 + reg) * kk + first
+                if reg == 1:
+                    dup[4 * kk + arm * kk + k] = 4 * kk + arm * kk + first
+    return dup
 
 
 def null_kv(model) -> np.ndarray:
@@ -474,7 +493,13 @@ def _conj_fit_arm(W, st, arm, robust, coef, cov, cm, ev):
             ee, v = max(sum_r2, 0.0) - 2 * syy + n, r_var
         for k in range(kk):
             row = (arm * 2 + reg) * kk + k
-            ev[arm, reg, k] = _blr_row(W.s[arm, reg, k], gram, g, ee, n, v, coef[row], cov[row])
+            src = W.dup[row]
+            if src != row:  # the same prior scales as an earlier class: the same fit
+                coef[row] = coef[src]
+                cov[row] = cov[src]
+                ev[arm, reg, k] = ev[arm, reg, src - (arm * 2 + reg) * kk]
+            else:
+                ev[arm, reg, k] = _blr_row(W.s[arm, reg, k], gram, g, ee, n, v, coef[row], cov[row])
 
 
 @_jit
@@ -500,7 +525,13 @@ def _conj_fit_weighted(W, st, wst, log_w, arm, robust, coef, cov, ev):
     ee = max(sum_r2, 0.0) - 2 * syy + nw
     for k in range(kk):
         row = 4 * kk + arm * kk + k
-        ev[arm, 2, k] = _blr_row(W.s[arm, 1, k], gram, g, ee, n, r_var, coef[row], cov[row]) + 0.5 * log_w
+        src = W.dup[row]
+        if src != row:
+            coef[row] = coef[src]
+            cov[row] = cov[src]
+            ev[arm, 2, k] = ev[arm, 2, src - 4 * kk - arm * kk]
+        else:
+            ev[arm, 2, k] = _blr_row(W.s[arm, 1, k], gram, g, ee, n, r_var, coef[row], cov[row]) + 0.5 * log_w
 
 
 @_jit
@@ -636,12 +667,19 @@ def _history_side(W, gate_sum, n, stats, wstats, wlog, refit, robust, mean, log_
 
 
 @_jit
-def _gh_moments(W, var, sd_var):
+def _gh_moments(W, var, sd_var, ln):
     r""":math:`E\sigma`, :math:`E\log\sigma` and :math:`E(\log\sigma)^2` for
-    :math:`\sigma^2 \sim N(\text{var}, \text{sd\_var}^2)` floored at ``W.floor`` (Gauss-Hermite)."""
+    :math:`\sigma^2 \sim N(\text{var}, \text{sd\_var}^2)` floored at ``W.floor`` (Gauss-Hermite);
+    with ``ln`` for the lognormal law of the same mean (floored) and variance, as the teachers'
+    :func:`~bayesdesign.teachers.conjugate.variance_nodes`."""
     sd = ls_m = ls_2 = 0.0
+    ln_m = ln_s = 0.0
+    if ln:
+        m = max(var, W.floor)
+        t2 = math.log1p(sd_var * sd_var / (m * m))
+        ln_m, ln_s = math.log(m) - 0.5 * t2, math.sqrt(t2)
     for i in range(W.gh_x.shape[0]):
-        node = max(var + sd_var * W.gh_x[i], W.floor)
+        node = max(math.exp(ln_m + ln_s * W.gh_x[i]) if ln else var + sd_var * W.gh_x[i], W.floor)
         ls = 0.5 * math.log(node)
         sd += W.gh_w[i] * math.sqrt(node)
         ls_m += W.gh_w[i] * ls
@@ -650,10 +688,14 @@ def _gh_moments(W, var, sd_var):
 
 
 @_jit
-def _series_at(coef, cov, phi, mean, pvar):
-    """The posterior mean ``mean`` and variance ``pvar`` of :math:`\\phi^\\top\\theta` per row of the fit."""
+def _series_at(coef, cov, phi, mean, pvar, dup):
+    """The posterior mean ``mean`` and variance ``pvar`` of :math:`\\phi^\\top\\theta` per row of the fit
+    (a row that shares an earlier row's fit, ``dup``, copies it)."""
     f = phi.shape[0]
     for r in range(coef.shape[0]):
+        if dup[r] != r:
+            mean[r], pvar[r] = mean[dup[r]], pvar[dup[r]]
+            continue
         mean[r], pvar[r] = 0.0, 0.0
         for i in range(f):
             mean[r] += coef[r, i] * phi[i]
@@ -664,14 +706,15 @@ def _series_at(coef, cov, phi, mean, pvar):
 
 
 @_jit
-def _unit_weight(W, stats, coef, cov, cm, ev, u, arm, n0):
+def _unit_weight(W, stats, coef, cov, cm, ev, u, arm, n0, ln):
     r"""The weight of a unit at ``u`` in arm ``arm`` in the reweighted second-moment regression, from
     the layer's current fit (``coef`` ... ``ev``, of the sums ``stats`` (S,)) under the layer's own
     class posterior (:func:`_class_log_p`, not the gate's), in the layer's units, as the teacher's
     ``unit_weights``: :math:`\text{clip}([\hat v^2 / (\bar s^4 + 2 \bar s^2 (\hat\mu - c)^2)]^{n/(n + n_0)},
     0.05, 20)` with :math:`\bar s`, :math:`\hat\mu` the class mixtures' :math:`E\sigma_a(x)` and
     mean, and :math:`c, \hat v, n` the arm's. 1 while the arm has no unit, and under in-context
-    standardization while the pooled location and scale are undefined (as the teacher)."""
+    standardization while the pooled location and scale are undefined (as the teacher); ``ln``: the
+    lognormal law of the variance (:func:`_gh_moments`)."""
     f, kk = 1 + W.d * W.n_terms, W.n_classes
     half = stats.shape[0] // 2
     st = stats
@@ -686,15 +729,17 @@ def _unit_weight(W, stats, coef, cov, cm, ev, u, arm, n0):
     phi = np.empty(f)
     _basis(u, W.n_terms, _SQRT2, phi)
     mean, pvar = np.empty(coef.shape[0]), np.empty(coef.shape[0])
-    _series_at(coef, cov, phi, mean, pvar)
+    _series_at(coef, cov, phi, mean, pvar, W.dup)
     log_p = _class_log_p(W, ev)
     share = _reweighted_share(W, ev)
     sbar = mu = 0.0
     for k in range(kk):
         r0, r1, rw = (arm * 2) * kk + k, (arm * 2 + 1) * kk + k, 4 * kk + arm * kk + k
         dev = mean[r0] - cm[arm]
-        sd_u = _gh_moments(W, mean[r1] + 1.0 - dev * dev, math.sqrt(max(pvar[r1] + 4 * dev * dev * pvar[r0], 0.0)))[0]
-        sd_w = _gh_moments(W, mean[rw] + 1.0 - dev * dev, math.sqrt(max(pvar[rw] + 4 * dev * dev * pvar[r0], 0.0)))[0]
+        sd_u = _gh_moments(W, mean[r1] + 1.0 - dev * dev, math.sqrt(max(pvar[r1] + 4 * dev * dev * pvar[r0], 0.0)),
+                           ln)[0]
+        sd_w = _gh_moments(W, mean[rw] + 1.0 - dev * dev, math.sqrt(max(pvar[rw] + 4 * dev * dev * pvar[r0], 0.0)),
+                           ln)[0]
         pk = math.exp(log_p[k])
         sbar += pk * ((1.0 - share[k]) * sd_u + share[k] * sd_w)
         mu += pk * mean[r0]
@@ -718,7 +763,7 @@ def _extremes_add(ext, v):
 
 @_jit
 def update(W, keys, values, t, gate_sum, stats, wstats, wlog, u, a, y, ylay, yraw, mean, log_p, summary, coef, cov,
-           cm, ev, refit_all, ext, share, atom, n0):
+           cm, ev, refit_all, ext, share, atom, n0, lognormal):
     """Append units ``u`` (B, m, d), ``a``, ``y`` (B, m) (student coordinates; ``ylay`` the
     outcomes the conjugate layer sums, which differ from the tokens' ``y`` only under in-context
     standardization; ``yraw`` the outcomes as observed) to histories of ``t``
@@ -735,7 +780,8 @@ def update(W, keys, values, t, gate_sum, stats, wstats, wlog, u, a, y, ylay, yra
     :math:`\\sum \\log w` ``wlog`` (B, 2) are extended too, one unit at a time: each unit's weight
     comes from the layer's fit of the units before it (:func:`_unit_weight`; the fit, and
     ``atom``, are brought up to date unit by unit), so the state does not depend on how the units
-    are grouped into calls. ``n0 = 0``: ``wstats``, ``wlog`` are empty (B, 0) and unused."""
+    are grouped into calls. ``n0 = 0``: ``wstats``, ``wlog`` are empty (B, 0) and unused.
+    ``lognormal``: the teacher's lognormal law of the variance, where ``atom`` is false."""
     nl, b_size, dm = keys.shape[0], keys.shape[1], keys.shape[2]
     nh, dh = values.shape[2], values.shape[4]
     m = y.shape[1]
@@ -752,7 +798,8 @@ def update(W, keys, values, t, gate_sum, stats, wstats, wlog, u, a, y, ylay, yra
                     if refit[0] or refit[1]:
                         _conj_fit(W, stats[b], wstats[b], wlog[b], refit, atom[b], coef[b], cov[b], cm[b], ev[b])
                         refit[:] = False
-                    w = _unit_weight(W, stats[b], coef[b], cov[b], cm[b], ev[b], u[b, j], arm, n0)
+                    w = _unit_weight(W, stats[b], coef[b], cov[b], cm[b], ev[b], u[b, j], arm, n0,
+                                     lognormal and not atom[b])
                 _add_layer_terms(W, u[b, j], a[b, j], ylay[b, j], wstats[b], w)
                 wlog[b, arm] += math.log(w)
             _add_unit(W, u[b, j], a[b, j], y[b, j], ylay[b, j], kv, gate_sum[b], stats[b])
@@ -780,20 +827,20 @@ def update(W, keys, values, t, gate_sum, stats, wstats, wlog, u, a, y, ylay, yra
 
 
 @_jit
-def _conj_predict(W, coef, cov, cm, ev, u, base):
+def _conj_predict(W, coef, cov, cm, ev, u, base, ln):
     """Per class and arm (as :meth:`ConjugateLayer.predict`): ``base[k] = (log sbar_0, log sbar_1,
     mean log sigma_0, _1, 0.5 log(var log sigma_0 + 1e-8), _1)``. With the reweighted regression
     (rows ``4K ...`` of the fit) a class's outputs are those of the mixture of its two
     second-moment models with weights :math:`P(h \\mid k, H)` (:func:`_reweighted_share`):
     :math:`\\bar s` and the mean of :math:`\\log\\sigma` averaged, the variance of
     :math:`\\log\\sigma` moment-matched, so every class mixture downstream is the teacher's over
-    its 2K classes."""
+    its 2K classes. ``ln``: the lognormal law of the variance (:func:`_gh_moments`)."""
     f, kk = 1 + W.d * W.n_terms, W.n_classes
     phi = np.empty(f)
     _basis(u, W.n_terms, _SQRT2, phi)
     rows = coef.shape[0]
     mean, pvar = np.empty(rows), np.empty(rows)
-    _series_at(coef, cov, phi, mean, pvar)
+    _series_at(coef, cov, phi, mean, pvar, W.dup)
     rw = rows > 4 * kk
     share = _reweighted_share(W, ev) if rw else np.zeros(kk)
     for arm in range(2):
@@ -802,12 +849,12 @@ def _conj_predict(W, coef, cov, cm, ev, u, base):
             dev = mean[r0] - cm[arm]
             var = mean[r1] + 1.0 - dev * dev
             sd_var = math.sqrt(max(pvar[r1] + 4 * dev * dev * pvar[r0], 0.0))
-            sd, ls_m, ls_2 = _gh_moments(W, var, sd_var)  # Gauss-Hermite over the variance, floored
+            sd, ls_m, ls_2 = _gh_moments(W, var, sd_var, ln)  # Gauss-Hermite over the variance, floored
             ls_v = max(ls_2 - ls_m * ls_m, 0.0)
             if rw:
                 r2 = 4 * kk + arm * kk + k
                 sd_w, lm_w, l2_w = _gh_moments(W, mean[r2] + 1.0 - dev * dev,
-                                               math.sqrt(max(pvar[r2] + 4 * dev * dev * pvar[r0], 0.0)))
+                                               math.sqrt(max(pvar[r2] + 4 * dev * dev * pvar[r0], 0.0)), ln)
                 pw = share[k]
                 pu = 1.0 - pw
                 mix = pu * ls_m + pw * lm_w
@@ -856,7 +903,7 @@ def _normalize_rows(x):
 
 @_jit
 def decide(W, keys, values, t, mean, log_p, summary, coef, cov, cm, ev, uq, safe, spike, slab, atom,
-           atom_safe):
+           atom_safe, lognormal, atom_slab):
     r"""The unclipped Neyman probability (B, Q) at queries ``uq`` (B, Q, d) (student coordinates)
     after ``t`` units (as :meth:`StudentModel.decide`; positions ``0..t`` of the cache are the
     context: the null token and the units). A replication's queries go through the network
@@ -865,7 +912,8 @@ def decide(W, keys, values, t, mean, log_p, summary, coef, cov, cm, ev, uq, safe
     on the conjugate layer's posterior instead of its Neyman ratio, as in
     :meth:`~bayesdesign.student.model.StudentModel.decide`; ``safe < 0``: the Neyman ratio of
     :math:`\bar s_a`. In the replications where ``atom`` (B,), ``safe`` is at least ``atom_safe``
-    (:func:`~bayesdesign.efficiency.atom_settings`)."""
+    (:func:`~bayesdesign.efficiency.atom_settings`), the slab is ``atom_slab`` and the law of the
+    variance the normal one; elsewhere it is the lognormal one if ``lognormal``."""
     nl, b_size, dm = keys.shape[0], keys.shape[1], keys.shape[2]
     nh, kk = W.n_heads, W.n_classes
     dh = dm // nh
@@ -880,9 +928,11 @@ def decide(W, keys, values, t, mean, log_p, summary, coef, cov, cm, ev, uq, safe
     nfeat = math.log1p(t) / _N_SCALE
     for b in range(b_size):
         safe_b = max(safe, atom_safe) if atom[b] else safe
+        slab_b = atom_slab if atom[b] else slab
+        ln = lognormal and not atom[b]
         for iq in range(nq):
             if W.n_terms:
-                _conj_predict(W, coef[b], cov[b], cm[b], ev[b], uq[b, iq], base[iq])
+                _conj_predict(W, coef[b], cov[b], cm[b], ev[b], uq[b, iq], base[iq], ln)
             xin[iq] = _query_input(W, mean[b], uq[b, iq], base[iq])
             xin[iq, W.d + W.d * W.n_freq] = nfeat
         x = _linear(_gelu(_linear(xin, W.qry_w0, W.qry_b0)), W.qry_w1, W.qry_b1) + W.qflag + summary[b]
@@ -928,7 +978,7 @@ def decide(W, keys, values, t, mean, log_p, summary, coef, cov, cm, ev, uq, safe
                 shrunk = excess if dm_ > 0 else (-excess if dm_ < 0 else 0.0)
                 if spike > 0:  # as efficiency.log_odds
                     s_d += 1e-12
-                    lo0 = math.log(spike / (1.0 - spike)) + math.log(slab) - math.log(s_d) - 0.5 * (dm_ / s_d) ** 2
+                    lo0 = math.log(spike / (1.0 - spike)) + math.log(slab_b) - math.log(s_d) - 0.5 * (dm_ / s_d) ** 2
                     shrunk *= 0.5 * (1.0 - math.tanh(0.5 * lo0))
                 logit += shrunk
             out[b, iq] = 1.0 / (1.0 + math.exp(-logit))
@@ -997,6 +1047,11 @@ class Engine:
                            None, None, None, *weighted)
 
     @property
+    def lognormal(self) -> bool:
+        """Whether the conjugate layer follows the teacher's lognormal law of the variance."""
+        return bool(getattr(self._conj, "lognormal", False)) if self._conj is not None else False
+
+    @property
     def reweight(self) -> float:
         """The teacher's ``reweight`` :math:`n_0` the conjugate layer follows (0: off)."""
         return float(getattr(self._conj, "reweight", 0.0)) if self._conj is not None else 0.0
@@ -1041,7 +1096,8 @@ class Engine:
             wstats = wlog = np.zeros((b, 0))
         update(self.weights, cache.keys, cache.values, t, gate_sum, stats, wstats, wlog,
                np.asarray(u, float).reshape(b, m, -1), np.asarray(a, float), np.asarray(y, float), ylay,
-               ylay if y_raw is None else np.asarray(y_raw, float), *side, state.side is None, ext, share, atom, n0)
+               ylay if y_raw is None else np.asarray(y_raw, float), *side, state.side is None, ext, share, atom, n0,
+               self.lognormal)
         cache.filled = t + 1 + m
         if n0 <= 0:
             wstats = wlog = None
@@ -1055,9 +1111,11 @@ class Engine:
             raise ValueError("decide: the engine's state has no unit yet (the student decides from a history)")
         c, sd = state.cache, state.side
         atom = np.zeros(c.keys.shape[1], bool) if state.atom is None else state.atom
+        conj = self._conj
+        rule = conj.rule_args() if conj is not None else (-1.0, 0.0, 1.0)
+        atom_slab = conj.atom_slab if conj is not None and rule[1] > 0 else 1.0
         return decide(self.weights, c.keys, c.values, state.t, sd.mean, sd.log_p, sd.summary, sd.coef, sd.cov, sd.cm,
-                      sd.ev, np.asarray(uq, float),
-                      *self._conj.rule_args() if self._conj is not None else (-1.0, 0.0, 1.0), atom, ATOM_SAFE)
+                      sd.ev, np.asarray(uq, float), *rule, atom, ATOM_SAFE, self.lognormal, atom_slab)
 
 
 def compiled_on_disk() -> bool:
