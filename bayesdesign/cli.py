@@ -218,7 +218,9 @@ def simulate(
     multiple=True,
     metavar="KEY=VALUE",
     help="Teacher setting (repeatable), e.g. -o num_warmup=200 -o max_tree_depth=5 for nuts, "
-    "-o guide=mvn for svi; VALUE is read as JSON (numbers, true/false), else as text.",
+    "-o guide=mvn for svi; a TeacherConfig field sets the teacher's configuration instead, e.g. "
+    "-o variance_law=lognormal -o spike=0.6 (teacher:...:lognormal); VALUE is read as JSON (numbers, "
+    "true/false), else as text.",
 )
 @click.option(
     "--workers",
@@ -244,8 +246,12 @@ def traces(prior, backend, tasks, horizon, queries, refit_every, chunk_tasks, op
     generated with the same seeds, so the result is the same whatever the worker count. The
     schema is documented in docs/traces.md.
     """
+    from .teachers.base import TeacherConfig
     from .traces import generate_traces
 
+    kwargs = _options(options)
+    fields = set(TeacherConfig.__dataclass_fields__) - {"clip"}
+    config = {k: kwargs.pop(k) for k in list(kwargs) if k in fields}
     path = generate_traces(
         prior,
         backend,
@@ -257,7 +263,8 @@ def traces(prior, backend, tasks, horizon, queries, refit_every, chunk_tasks, op
         chunk_tasks=chunk_tasks,
         seed=seed,
         progress=show_progress(progress),
-        teacher_kwargs=_options(options),
+        teacher_kwargs=kwargs,
+        teacher_config=TeacherConfig(**config) if config else None,
         workers=workers,
         ray_address=ray_address,
     )

@@ -9,8 +9,8 @@ log-odds rule), the same with the safe rule (`:safe`), with the log-odds rule wi
 (`:log-odds`), with the Neyman ratio of posterior mean sds (`:sd`, the default before the
 spike) and with the reweighted second-moment regression (`:reweight`), on S8 also the hurdle teacher of the shipped
 revenue prior (`teacher:conjugate:revenue-hurdle`), and `student:pretrained` (the shipped
-unit-free student for the scenario's number of covariates; a scenario it cannot run is skipped
-with the reason printed).
+unit-free student for the scenario's number of covariates, `teacher:mixture:unit-free-flex:lognormal`
+in network form since 2026-12-01; a scenario it cannot run is skipped with the reason printed).
 
     python benchmarks/efficiency.py                          # 1000 replications (hours on 2 cores)
     python benchmarks/efficiency.py --reps 500 --horizons 300,500 --jobs 2

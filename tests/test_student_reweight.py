@@ -1,6 +1,6 @@
 """The teachers' reweighted second-moment regression (``TeacherConfig.reweight``) in the student's
 compiled engine: ``student:pretrained:reweight`` (learned corrections zeroed) decides as
-``teacher:mixture:unit-free:reweight`` (JAX, float32; an independent code path with 2K classes
+``teacher:mixture:unit-free-flex:lognormal:reweight`` (JAX, float32; an independent code path with 2K classes
 where the engine collapses them to K), draws the same unit weights, does not depend on how units
 are grouped into updates or on the outcome's units, and the torch backend refuses it."""
 
@@ -14,7 +14,7 @@ from bayesdesign.student import distil, load_policy
 from bayesdesign.teachers import TeacherConfig
 from bayesdesign.traces import generate_traces
 
-STUDENT, TEACHER = "student:pretrained:reweight", "teacher:mixture:unit-free:reweight"
+STUDENT, TEACHER = "student:pretrained:reweight", "teacher:mixture:unit-free-flex:lognormal:reweight"
 B, N = 4, 250
 
 
@@ -60,7 +60,7 @@ def test_safe_rule_with_reweighting_follows_the_teacher(s10):
     reweighted regression shares; the same 2e-5 as above."""
     env, x, a, y, xq = s10
     pi = []
-    for name in ("student:pretrained:safe:reweight", "teacher:mixture:unit-free:safe:reweight"):
+    for name in ("student:pretrained:safe:reweight", "teacher:mixture:unit-free-flex:lognormal:safe:reweight"):
         policy = make_design(name, env, 300)
         pi.append(policy.propensity_at(policy.update(policy.init(B), x[:, :150], a[:, :150], y[:, :150], None), xq))
     assert np.abs(pi[0] - pi[1]).max() < 2e-5

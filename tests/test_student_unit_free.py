@@ -74,8 +74,12 @@ def test_decisions_invariant_to_outcome_location_and_scale(perturbed, rng):
 @pytest.mark.parametrize("d", [1, 3])
 def test_shipped_student_is_the_mixture_teacher_of_its_prior(d):
     """Fresh draws of the unit-free prior, outcomes then put in dollars: the shipped student
-    decides as ``teacher:mixture`` on ``unit-free(-d)`` (JAX, float32; an independent code path)."""
-    name = "unit-free" if d == 1 else f"unit-free-{d}"
+    decides as ``teacher:mixture:unit-free-flex(-d):lognormal`` (JAX, float32; an independent code
+    path)."""
+    from bayesdesign.design.registry import SUFFIXES
+    from bayesdesign.teachers.base import TeacherConfig
+
+    name = "unit-free-flex" if d == 1 else f"unit-free-flex-{d}"
     spec = load_prior(name)
     rng = np.random.default_rng(40 + d)
     b, n = 8, 300
@@ -85,7 +89,7 @@ def test_shipped_student_is_the_mixture_teacher_of_its_prior(d):
     y = np.where(a == 1, evaluate(env, "sample_outcomes", x, 1, rng), evaluate(env, "sample_outcomes", x, 0, rng))
     y = 40.0 + 90.0 * y
     xq = rng.uniform(size=(b, 8, d))
-    teacher = make_teacher("mixture", spec)
+    teacher = make_teacher("mixture", spec, TeacherConfig(**SUFFIXES["lognormal"]))
     ref = teacher.decide(teacher.update(teacher.init(b), x, a, y, None), xq)["pi"]
     policy = load_policy("pretrained", bounds=(np.zeros(d), np.ones(d)))
     pi = _pi(policy, x, a, y, xq, blocks=(0, 100, 101, n))
@@ -153,10 +157,14 @@ def test_rule_settings_follow_the_teacher(tmp_path, perturbed, rng, suffix):
     pis = {be: _pi(p, x, a, y, xq) for be, p in policies.items()}
     for be in pis:
         np.testing.assert_allclose(pis[be], ref, atol=5e-5, rtol=0)
+    # the shipped student with the suffix: its own settings (teacher:mixture:unit-free-flex-2:lognormal), then these
     named = make_design(f"student:pretrained{':' if suffix else ''}{suffix}", bd.get_scenario("S8"), horizon=10)
-    np.testing.assert_allclose(_pi(named, x, a, y, xq), pis["engine"], atol=1e-12, rtol=0)  # the same settings
+    same = untrained_student("unit-free-flex-2", tmp_path / "flex",
+                             teacher_config=TeacherConfig(**{**SUFFIXES["lognormal"], **settings}))
+    pi_named = _pi(named, x, a, y, xq)
+    np.testing.assert_allclose(pi_named, _pi(load_policy(same, bounds=(LOW, HIGH)), x, a, y, xq), atol=1e-12, rtol=0)
     other = make_design(f"student:pretrained{'' if suffix else ':sd'}", bd.get_scenario("S8"), horizon=10)
-    assert np.abs(_pi(other, x, a, y, xq) - ref).max() > 0.01  # the rule changes the decisions here
+    assert np.abs(_pi(other, x, a, y, xq) - pi_named).max() > 0.01  # the rule changes the decisions here
     perturbed_rule = copy.deepcopy(perturbed)
     perturbed_rule.teacher_config.update(settings)
     perturbed_rule.model.conj.set_rule(perturbed_rule.teacher_config)

@@ -216,3 +216,12 @@ def test_traces_cli_teacher_options(tmp_path):
     assert res.exit_code == 0, res.output
     assert json.loads(load_dataset(tmp_path / "o.nc").attrs["teacher_kwargs"]) == {
         "num_warmup": 20, "num_samples": 10, "refit_every": 10}
+    # TeacherConfig fields set the configuration (as the design suffix :lognormal), and are checked
+    args = ["traces", "--prior", "unit-free", "--teacher", "mixture", "-N", "2", "-T", "20", "--refit-every", "10"]
+    res = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "ln.nc"), "-o", "variance_law=lognormal",
+                                    "-o", "spike=0.6"])
+    assert res.exit_code == 0, res.output
+    cfg = json.loads(load_dataset(tmp_path / "ln.nc").attrs["teacher_config"])
+    assert (cfg["variance_law"], cfg["spike"]) == ("lognormal", 0.6)
+    res = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "bad.nc"), "-o", "variance_law=gamma"])
+    assert res.exit_code == 2 and "variance_law: expected one of ['normal', 'lognormal'], got 'gamma'" in res.output

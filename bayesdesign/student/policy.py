@@ -239,7 +239,8 @@ class StudentPolicy(SequentialPolicy):
 
 
 PRETRAINED_DIMS = (1, 2, 3)
-"""Covariate dimensions with a shipped unit-free student (``bayesdesign/pretrained/student-dD``)."""
+"""Covariate dimensions with a shipped unit-free student (``bayesdesign/pretrained/student-dD``: the
+untrained student of ``unit-free-flex(-D)`` for ``teacher:mixture:unit-free-flex:lognormal``)."""
 
 
 SHIPPED = {"pretrained-revenue": "student-revenue", "pretrained-student-t": "student-student-t"}
@@ -301,7 +302,8 @@ def design_factory(rest: str, env, horizon: int) -> StudentPolicy:
     second-moment variance), ``:log-odds`` the log-odds rule, ``:reweight`` the reweighted
     second-moment regression (``TeacherConfig.reweight``; the compiled engine implements it, the
     backend ``auto`` uses on the CPU: ``student:pretrained:reweight`` decides as
-    ``teacher:mixture:unit-free:reweight``)."""
+    ``teacher:mixture:unit-free-flex:lognormal:reweight``); the settings are added to the student's
+    own."""
     rest, settings = split_suffixes(rest)
     lo, hi = (np.atleast_1d(np.asarray(b, dtype=float)) for b in env.bounds)
     folder = resolve_student_path(rest, lo.shape[0])

@@ -2,8 +2,8 @@
 decides exactly as the conjugate layer, i.e. as the mixture teacher's working model of its prior.
 
 :func:`untrained_student` writes such a checkpoint. It is the reference every trained student is
-measured against (its "zeroed copy"), and the shipped students for two and three covariates are
-this (``bayesdesign/pretrained/student-d2``, ``student-d3``; docs/student.md says why).
+measured against (its "zeroed copy"), and the shipped unit-free students are this
+(``bayesdesign/pretrained/student-d1`` ... ``student-d3``; docs/student.md says why).
 """
 
 from __future__ import annotations
