@@ -277,8 +277,6 @@ def test_lognormal_law_follows_the_teacher_until_the_atom_rule(tmp_path, perturb
             assert np.abs(pis["normal"] - pis["engine"]).max() > 0.005
         else:
             np.testing.assert_allclose(pis["normal"], pis["engine"], atol=1e-12, rtol=0)
-    named = make_design("student:pretrained:lognormal", bd.get_scenario("S8"), horizon=10)
-    assert named.student.model.conj.lognormal
 
 
 def test_lognormal_law_with_reweighting_follows_the_teacher_on_s10(tmp_path):
