@@ -86,7 +86,7 @@ class TeacherConfig:
         jump (scenario S10). 0 (default) is off; the design suffix ``:reweight`` sets 50
         (docs/concepts.md, *a variance that jumps*, has the figures). The students' compiled
         inference engine implements it (``student:pretrained:reweight`` decides as
-        ``teacher:mixture:unit-free:reweight``); the torch student (its ``backend='torch'``,
+        ``teacher:mixture:unit-free-flex:lognormal:reweight``); the torch student (its ``backend='torch'``,
         training and distillation) and the sampling teachers do not and refuse it.
     variance_law : ``"normal"`` (default) or ``"lognormal"``: the law of :math:`\sigma_a^2(x)` under
         which the conjugate teachers of continuous outcome families take the expectations of
@@ -96,8 +96,9 @@ class TeacherConfig:
         own family: normal on :math:`\log\sigma`) lets a small, uncertain variance be small, so the
         design moves further where the sds differ much. In an experiment where the atom rule fires
         the normal law is used. The design suffix ``:lognormal`` sets it with ``spike = 0.6``
-        (docs/concepts.md, *The law of the variance*, has the figures). The students and the
-        sampling teachers implement the normal law only and refuse it.
+        (docs/concepts.md, *The law of the variance*, has the figures). The students follow it
+        (both backends; the shipped ``student:pretrained`` uses it); the sampling teachers
+        implement the normal law only and refuse it.
     """
 
     burn_in: int = 10
