@@ -1049,7 +1049,7 @@ class Engine:
     @property
     def lognormal(self) -> bool:
         """Whether the conjugate layer follows the teacher's lognormal law of the variance."""
-        return bool(getattr(self._conj, "lognormal", False)) if self._conj is not None else False
+        return self._conj is not None and self._conj.lognormal
 
     @property
     def reweight(self) -> float:
