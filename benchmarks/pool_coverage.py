@@ -61,6 +61,8 @@ def pool(runs: list[dict], reps: int) -> list[dict]:
         lo, hi = (float(v) for v in wilson_interval(covered, n))
         scores = [r["score_over_design"] for r in have if r.get("score_over_design") is not None]
         ses = [r["score_over_design_se"] for r in have if r.get("score_over_design_se") is not None]
+        cvs = [r["realized_over_design_cv"] for r in have if r.get("realized_over_design_cv") is not None]
+        cv_ses = [r["realized_over_design_cv_se"] for r in have if r.get("realized_over_design_cv_se") is not None]
         out.append(
             {
                 "scenario": sc,
@@ -73,6 +75,9 @@ def pool(runs: list[dict], reps: int) -> list[dict]:
                 "wilson 95%": f"[{lo:.3f}, {hi:.3f}]",
                 "flag": "low" if hi < NOMINAL else "high" if lo > NOMINAL else "",
                 "realized_over_design": _mean([r.get("realized_over_design") for r in have]),
+                "realized_over_design_cv": _mean(cvs),
+                "realized_over_design_cv_se": float(np.sqrt(np.sum(np.square(cv_ses))) / len(cv_ses))
+                if cv_ses else float("nan"),
                 "score_over_design": _mean(scores),
                 "score_over_design_se": float(np.sqrt(np.sum(np.square(ses))) / len(ses)) if ses else float("nan"),
             }
@@ -92,7 +97,8 @@ def main(argv=None):
         raise SystemExit(f"--reps: expected a positive number of replications per row, got {args.reps}")
     rows = pool([read_run(r.split(",")) for r in args.runs], args.reps)
     cols = ["scenario", "design", "coverage by seed", "reps", "coverage", "wilson 95%", "flag",
-            "realized_over_design", "score_over_design", "score_over_design_se"]
+            "realized_over_design", "realized_over_design_cv", "realized_over_design_cv_se", "score_over_design",
+            "score_over_design_se"]
     flagged = [f"{r['design']} on {r['scenario']}" for r in rows if r["flag"]]
     outside = [f"{r['design']} on {r['scenario']} ({r['coverage']:.3f})" for r in rows
                if not 0.93 <= r["coverage"] <= 0.97]
@@ -101,7 +107,7 @@ def main(argv=None):
         f"{stamp()} {len(args.runs)} independent runs of `benchmarks/design_coverage.py` (seeds in the order "
         f"of `coverage by seed`), {args.reps} replications per row each; `reps` the pooled count, "
         "`wilson 95%` and `flag` on it (`low`/`high`: excludes 0.95). `realized_over_design` is the mean over "
-        "the runs, `score_over_design` (± its se) over the runs that report it. "
+        "the runs, `realized_over_design_cv` and `score_over_design` (± their se) over the runs that report them. "
         f"{args.note} Command: `python benchmarks/pool_coverage.py {' '.join(sys.argv[1:] if argv is None else argv)}`."
         "\n\n" + md_table(rows, cols)
         + ("\n\nFlagged: " + ", ".join(flagged) + "." if flagged else "\n\nNo cell flagged.")

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from .. import __version__
 from ..confseq import aipw_confseq, covers_always
-from ..efficiency import design_variance, neyman, truth
+from ..efficiency import design_variance, neyman, oracle_error_control, truth
 from ..estimation import aipw, wald_interval
 from ..regression import nuisance_fitter
 from ..validation import check_finite, check_in_bounds, check_shape
@@ -122,7 +122,8 @@ def simulate(
     -------
     xarray.Dataset with per-replication ``tau_hat, se, covered, design_var, abs_pi_err`` and
     ``cs_covered`` (the anytime-valid confidence sequence of :mod:`~bayesdesign.confseq`, tuned
-    for ``horizon``, holds the ATE at every look) (dims ``design, rep``) and
+    for ``horizon``, holds the ATE at every look) and ``error_control`` (the control variate of
+    :func:`~bayesdesign.efficiency.oracle_error_control`) (dims ``design, rep``) and
     ``ate, v_star, v_uniform, var_tau`` (``rep``), and per-unit records
     ``x, a, y, pi, G, scored, pi_star, sd1, sd0`` over ``(design,) unit_rep, t`` where
     ``unit_rep`` indexes the first ``keep_units`` replications (all by default).
@@ -141,10 +142,11 @@ def simulate(
     if has_truth:
         tr = type(truth(env_run))(*(np.broadcast_to(v, (reps,)) for v in truth(env_run)))
         sd1, sd0 = evaluate(env_run, "sd", x, 1), evaluate(env_run, "sd", x, 0)
+        mu1, mu0 = evaluate(env_run, "mean", x, 1), evaluate(env_run, "mean", x, 0)
         pi_star = neyman(sd1, sd0)
     keep = reps if keep_units is None else min(keep_units, reps)
     per_unit = {k: [] for k in ("pi", "a", "y", "G", "scored")}
-    per_rep = {k: [] for k in ("tau_hat", "se", "design_var", "abs_pi_err", "cs_covered")}
+    per_rep = {k: [] for k in ("tau_hat", "se", "design_var", "abs_pi_err", "cs_covered", "error_control")}
     for name, dsg in zip(names, designs, strict=True):
         if isinstance(dsg, str):
             policy = make_design(dsg, env_run, horizon=horizon)
@@ -161,6 +163,7 @@ def simulate(
             per_rep["design_var"].append(design_variance(pi, sd1, sd0).mean(-1) + tr.var_tau)
             per_rep["abs_pi_err"].append(np.abs(pi - pi_star).mean(-1))
             per_rep["cs_covered"].append(covers_always(aipw_confseq(res, n_star=horizon), tr.ate))
+            per_rep["error_control"].append(oracle_error_control(a, y, pi, mu1, mu0, sd1, sd0, res.scored, tr.ate))
     dims_u, dims_r = ("design", "unit_rep", "t"), ("design", "rep")
     data = {k: (dims_u, np.stack(v)) for k, v in per_unit.items()}
     data["x"] = (("unit_rep", "t", "covariate"), x[:keep])
