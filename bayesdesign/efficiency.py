@@ -249,11 +249,11 @@ def oracle_error_control(a, y, pi, mu1, mu0, sd1, sd0, scored, ate) -> np.ndarra
     :math:`T \cdot \text{MSE}` that needs a fraction of the replications
     (:func:`~bayesdesign.summary.summarize`, ``realized_over_design_cv``).
     """
-    ate = np.asarray(ate, float)[:, None]
+    tau = np.asarray(ate, float)
     tau_x = mu1 - mu0
     g = tau_x + a * (y - mu1) / pi - (1 - a) * (y - mu0) / (1.0 - pi)
     n = scored.sum(-1)
     horizon = scored.shape[-1]
     est = np.where(scored, g, 0.0).sum(-1) / n
-    bracket = (tau_x - ate) ** 2 + design_variance(pi, sd1, sd0)
-    return horizon * (est - ate[:, 0]) ** 2 - horizon * np.where(scored, bracket, 0.0).sum(-1) / n**2
+    bracket = (tau_x - tau[:, None]) ** 2 + design_variance(pi, sd1, sd0)
+    return horizon * (est - tau) ** 2 - horizon * np.where(scored, bracket, 0.0).sum(-1) / n**2
