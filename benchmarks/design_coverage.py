@@ -34,6 +34,18 @@ from efficiency import PRIORS, scenario_designs
 from bayesdesign.design import get_scenario, simulate
 from bayesdesign.diagnostics.coverage import coverage_table
 
+SUMMARY_FIELDS = (
+    "mse_ratio",
+    "design_var_ratio",
+    "realized_over_design",
+    "realized_over_design_se",
+    "realized_over_design_cv",
+    "realized_over_design_cv_se",
+    "score_over_design",
+    "score_over_design_se",
+)
+"""The :func:`~bayesdesign.summary.summarize` fields each row reports beside its coverage."""
+
 
 def _one(sc, horizon, reps, seed, names, out_dir, batch_size, progress):
     t0 = time.time()
@@ -106,32 +118,11 @@ def main(argv=None):
             "coverage": r.coverage,
             "wilson 95%": f"[{r.lower:.3f}, {r.upper:.3f}]",
             "flag": r.flag or "",
-            "mse_ratio": float(summaries[r.scenario].loc[r.design, "mse_ratio"]),
-            "design_var_ratio": float(summaries[r.scenario].loc[r.design, "design_var_ratio"]),
-            "realized_over_design": float(summaries[r.scenario].loc[r.design, "realized_over_design"]),
-            "realized_over_design_se": float(summaries[r.scenario].loc[r.design, "realized_over_design_se"]),
-            "realized_over_design_cv": float(summaries[r.scenario].loc[r.design, "realized_over_design_cv"]),
-            "realized_over_design_cv_se": float(summaries[r.scenario].loc[r.design, "realized_over_design_cv_se"]),
-            "score_over_design": float(summaries[r.scenario].loc[r.design, "score_over_design"]),
-            "score_over_design_se": float(summaries[r.scenario].loc[r.design, "score_over_design_se"]),
+            **{k: float(summaries[r.scenario].loc[r.design, k]) for k in SUMMARY_FIELDS},
         }
         for r in table.itertuples()
     ]
-    cols = [
-        "scenario",
-        "design",
-        "coverage",
-        "wilson 95%",
-        "flag",
-        "mse_ratio",
-        "design_var_ratio",
-        "realized_over_design",
-        "realized_over_design_se",
-        "realized_over_design_cv",
-        "realized_over_design_cv_se",
-        "score_over_design",
-        "score_over_design_se",
-    ]
+    cols = ["scenario", "design", "coverage", "wilson 95%", "flag", *SUMMARY_FIELDS]
     flagged = [f"{r['design']} on {r['scenario']}" for r in rows if r["flag"]]
     title = "Interval coverage" + ("" if args.section == "coverage" else f" ({args.section})")
     body = (

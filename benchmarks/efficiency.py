@@ -36,6 +36,17 @@ DESIGNS = ["uniform", "explore-then-neyman", "clip-ogd", "clip-smt", "clip-ogd-s
 PRIORS = {"S7": "checkout-score", "S8": "checkout"}
 """The shipped prior of the mixture teacher per scenario (``unit-free`` otherwise)."""
 
+RATIO_FIELDS = (
+    "mse_ratio",
+    "design_var_ratio",
+    "realized_over_design",
+    "realized_over_design_se",
+    "realized_over_design_cv",
+    "realized_over_design_cv_se",
+    "score_over_design",
+)
+"""The :func:`~bayesdesign.summary.summarize` fields of a row, in the table's order."""
+
 EXTRA = {"S8": ["teacher:conjugate:revenue-hurdle"]}
 """Further teachers per scenario: on S8 the hurdle teacher of the shipped revenue prior."""
 
@@ -81,13 +92,7 @@ def _cell(sc, T, reps, seed, designs, progress):
                 "scenario": sc,
                 "T": T,
                 "design": name,
-                "mse_ratio": r["mse_ratio"],
-                "design_var_ratio": r["design_var_ratio"],
-                "realized_over_design": r["realized_over_design"],
-                "realized_over_design_se": r["realized_over_design_se"],
-                "realized_over_design_cv": r["realized_over_design_cv"],
-                "realized_over_design_cv_se": r["realized_over_design_cv_se"],
-                "score_over_design": r["score_over_design"],
+                **{k: r[k] for k in RATIO_FIELDS},
                 "coverage": f"{cov:.3f} ± {np.sqrt(cov * (1 - cov) / reps):.3f}",
                 "bias": r["bias"],
                 "mean_abs_pi_error": r["mean_abs_pi_error"],
@@ -137,13 +142,7 @@ def main(argv=None):
         "scenario",
         "T",
         "design",
-        "mse_ratio",
-        "design_var_ratio",
-        "realized_over_design",
-        "realized_over_design_se",
-        "realized_over_design_cv",
-        "realized_over_design_cv_se",
-        "score_over_design",
+        *RATIO_FIELDS,
         "coverage",
         "bias",
         "mean_abs_pi_error",

@@ -50,6 +50,15 @@ def _mean(values) -> float:
     return float(np.mean(kept)) if kept else float("nan")
 
 
+def _pooled(have: list[dict], key: str) -> dict:
+    """``key`` and ``key_se`` pooled over the runs that report them: the mean, and the se of that mean."""
+    ses = [r[key + "_se"] for r in have if r.get(key + "_se") is not None]
+    return {
+        key: _mean([r.get(key) for r in have]),
+        key + "_se": float(np.sqrt(np.sum(np.square(ses))) / len(ses)) if ses else float("nan"),
+    }
+
+
 def pool(runs: list[dict], reps: int) -> list[dict]:
     """One row per (scenario, design) found in any run, in the order of first appearance."""
     keys = list(dict.fromkeys(k for run in runs for k in run))
@@ -59,10 +68,6 @@ def pool(runs: list[dict], reps: int) -> list[dict]:
         counts = [(r.get("covered", round(r["coverage"] * r.get("reps", reps))), r.get("reps", reps)) for r in have]
         covered, n = (int(sum(v)) for v in zip(*counts, strict=True))
         lo, hi = (float(v) for v in wilson_interval(covered, n))
-        scores = [r["score_over_design"] for r in have if r.get("score_over_design") is not None]
-        ses = [r["score_over_design_se"] for r in have if r.get("score_over_design_se") is not None]
-        cvs = [r["realized_over_design_cv"] for r in have if r.get("realized_over_design_cv") is not None]
-        cv_ses = [r["realized_over_design_cv_se"] for r in have if r.get("realized_over_design_cv_se") is not None]
         out.append(
             {
                 "scenario": sc,
@@ -75,11 +80,8 @@ def pool(runs: list[dict], reps: int) -> list[dict]:
                 "wilson 95%": f"[{lo:.3f}, {hi:.3f}]",
                 "flag": "low" if hi < NOMINAL else "high" if lo > NOMINAL else "",
                 "realized_over_design": _mean([r.get("realized_over_design") for r in have]),
-                "realized_over_design_cv": _mean(cvs),
-                "realized_over_design_cv_se": float(np.sqrt(np.sum(np.square(cv_ses))) / len(cv_ses))
-                if cv_ses else float("nan"),
-                "score_over_design": _mean(scores),
-                "score_over_design_se": float(np.sqrt(np.sum(np.square(ses))) / len(ses)) if ses else float("nan"),
+                **_pooled(have, "realized_over_design_cv"),
+                **_pooled(have, "score_over_design"),
             }
         )
     return out
