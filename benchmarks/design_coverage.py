@@ -33,17 +33,9 @@ from efficiency import PRIORS, scenario_designs
 
 from bayesdesign.design import get_scenario, simulate
 from bayesdesign.diagnostics.coverage import coverage_table
+from bayesdesign.summary import FIELDS
 
-SUMMARY_FIELDS = (
-    "mse_ratio",
-    "design_var_ratio",
-    "realized_over_design",
-    "realized_over_design_se",
-    "realized_over_design_cv",
-    "realized_over_design_cv_se",
-    "score_over_design",
-    "score_over_design_se",
-)
+SUMMARY_FIELDS = ("mse_ratio", *(f for f in FIELDS if f.startswith(("design_var", "realized", "score"))))
 """The :func:`~bayesdesign.summary.summarize` fields each row reports beside its coverage."""
 
 

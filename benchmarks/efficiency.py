@@ -30,21 +30,13 @@ import numpy as np
 from _common import DOC, ROOT, md_table, stamp, write_section
 
 from bayesdesign.design import get_scenario, simulate
-from bayesdesign.summary import summarize
+from bayesdesign.summary import FIELDS, summarize
 
 DESIGNS = ["uniform", "explore-then-neyman", "clip-ogd", "clip-smt", "clip-ogd-sc", "plugin-neyman", "oracle"]
 PRIORS = {"S7": "checkout-score", "S8": "checkout"}
 """The shipped prior of the mixture teacher per scenario (``unit-free`` otherwise)."""
 
-RATIO_FIELDS = (
-    "mse_ratio",
-    "design_var_ratio",
-    "realized_over_design",
-    "realized_over_design_se",
-    "realized_over_design_cv",
-    "realized_over_design_cv_se",
-    "score_over_design",
-)
+RATIO_FIELDS = ("mse_ratio", *(f for f in FIELDS if f.startswith(("design_var", "realized"))), "score_over_design")
 """The :func:`~bayesdesign.summary.summarize` fields of a row, in the table's order."""
 
 EXTRA = {"S8": ["teacher:conjugate:revenue-hurdle"]}
