@@ -403,7 +403,7 @@ def _architecture(options: tuple[str, ...]) -> dict:
     out: dict = {}
     for key, value in _pairs(options, "--arch", fields):
         value = value.strip()
-        if key in ("standardize", "token_asinh"):
+        if key in ("standardize", "token_asinh", "token_atom"):
             if value.lower() not in ("true", "false"):
                 raise ValueError(f"--arch {key}: expected true or false, got {value!r}")
             out[key] = value.lower() == "true"

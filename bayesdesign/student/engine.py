@@ -58,6 +58,7 @@ from ..efficiency import ATOM_SAFE, extremes_init
 from ..teachers.conjugate import WEIGHT_RANGE
 from .conjugate import _GH_W, _GH_X
 from .model import _N_SCALE
+from .scaling import running_atom
 
 __all__ = ["Engine", "EngineState", "Weights", "engine_weights", "compiled_on_disk"]
 
@@ -127,6 +128,7 @@ class Weights(NamedTuple):
     standardize: bool
     robust: bool
     token_asinh: bool
+    token_atom: bool
 
 
 class _Side(NamedTuple):
@@ -187,7 +189,8 @@ def engine_weights(model) -> Weights:
     L, dh = cfg.n_layers, cfg.d_model // cfg.n_heads
     nf = cfg.d * (1 + cfg.n_freq)
     tok0 = lin("token.0")
-    tok0 = (np.ascontiguousarray(np.concatenate([tok0[0][:nf], tok0[0][nf + np.array([1, 3, 5, 0, 2, 4])]])), tok0[1])
+    rows = [tok0[0][:nf], tok0[0][nf + np.array([1, 3, 5, 0, 2, 4])], tok0[0][nf + 6 :]]  # atom features last
+    tok0 = (np.ascontiguousarray(np.concatenate(rows)), tok0[1])
     kv = [lin(f"layers.{i}.{kind}", "token_norm") for kind in "kv" for i in range(L)]
     layers = range(L)
     lq = stack([lin(f"layers.{i}.q", f"layers.{i}.norm_q", 1.0 / math.sqrt(dh)) for i in layers])
@@ -213,7 +216,7 @@ def engine_weights(model) -> Weights:
         np.ascontiguousarray(s), _duplicate_rows(s), log_w, log_scale, np.asarray(_GH_X, float),
         np.asarray(_GH_W, float),
         floor, prior_obs, var_evidence, cfg.d, cfg.n_freq, cfg.n_terms, cfg.n_heads, cfg.n_classes,
-        bool(cfg.standardize), bool(cfg.n_terms and model.conj.robust), bool(cfg.token_asinh),
+        bool(cfg.standardize), bool(cfg.n_terms and model.conj.robust), bool(cfg.token_asinh), bool(cfg.token_atom),
     )
 
 
@@ -331,25 +334,29 @@ def standardize(y, a, offset, scale, clamp):
 
 
 @_jit
-def _add_unit(W, u, a, y, ylay, kv, g, stats):
+def _add_unit(W, u, a, y, ylay, kv, g, stats, atom):
     """One unit (as :meth:`StudentModel.project` and :meth:`ConjugateLayer.unit_stats`): writes its
     keys and values of every layer into ``kv`` (2L D,) and adds its gate features to ``g`` (G,)
-    (both from the token's outcome ``y``) and its conjugate-layer terms, of ``ylay``, to ``stats``
-    (S,). ``y`` and ``ylay`` differ only under in-context standardization."""
+    (both from the token's outcome ``y`` and, with ``W.token_atom``, its atom features ``atom``
+    (2,)) and its conjugate-layer terms, of ``ylay``, to ``stats`` (S,). ``y`` and ``ylay`` differ
+    only under in-context standardization."""
     d, nf = W.d, W.n_freq
     p = 1 + d * nf
     phi = np.empty(p, np.float32)
     _basis(u, nf, 1.0, phi)
     c = 1.0 - a
     arm_pow = np.array([c, c * y, c * y * y, a, a * y, a * y * y])  # [a = k] y^p, control first
-    feats = np.empty(d + d * nf + 6, np.float32)
+    o = d + d * nf
+    feats = np.empty(o + 6 + (4 if W.token_atom else 0), np.float32)
     feats[:d] = u
-    feats[d : d + d * nf] = phi[1:]
+    feats[d:o] = phi[1:]
     if W.token_asinh:
         yt = np.arcsinh(y)
-        feats[d + d * nf :] = np.array([c, c * yt, c * yt * yt, a, a * yt, a * yt * yt])
+        feats[o : o + 6] = np.array([c, c * yt, c * yt * yt, a, a * yt, a * yt * yt])
     else:
-        feats[d + d * nf :] = arm_pow
+        feats[o : o + 6] = arm_pow
+    if W.token_atom:
+        feats[o + 6 :] = np.array([a * atom[0], a * atom[1], c * atom[0], c * atom[1]])
     h = _gelu(_linear(feats, W.tok_w0, W.tok_b0))
     h = _gelu(_linear(h, W.tok_w1, W.tok_b1))
     tokens = _normalize(_linear(h, W.tok_w2, W.tok_b2))
@@ -763,7 +770,7 @@ def _extremes_add(ext, v):
 
 @_jit
 def update(W, keys, values, t, gate_sum, stats, wstats, wlog, u, a, y, ylay, yraw, mean, log_p, summary, coef, cov,
-           cm, ev, refit_all, ext, share, atom, n0, lognormal):
+           cm, ev, refit_all, ext, share, atom, n0, lognormal, tok_atom):
     """Append units ``u`` (B, m, d), ``a``, ``y`` (B, m) (student coordinates; ``ylay`` the
     outcomes the conjugate layer sums, which differ from the tokens' ``y`` only under in-context
     standardization; ``yraw`` the outcomes as observed) to histories of ``t``
@@ -781,7 +788,9 @@ def update(W, keys, values, t, gate_sum, stats, wstats, wlog, u, a, y, ylay, yra
     comes from the layer's fit of the units before it (:func:`_unit_weight`; the fit, and
     ``atom``, are brought up to date unit by unit), so the state does not depend on how the units
     are grouped into calls. ``n0 = 0``: ``wstats``, ``wlog`` are empty (B, 0) and unused.
-    ``lognormal``: the teacher's lognormal law of the variance, where ``atom`` is false."""
+    ``lognormal``: the teacher's lognormal law of the variance, where ``atom`` is false.
+    ``tok_atom`` (B, m, 2): the units' atom features (:func:`~bayesdesign.student.scaling.running_atom`;
+    read only with ``W.token_atom``)."""
     nl, b_size, dm = keys.shape[0], keys.shape[1], keys.shape[2]
     nh, dh = values.shape[2], values.shape[4]
     m = y.shape[1]
@@ -802,7 +811,7 @@ def update(W, keys, values, t, gate_sum, stats, wstats, wlog, u, a, y, ylay, yra
                                      lognormal and not atom[b])
                 _add_layer_terms(W, u[b, j], a[b, j], ylay[b, j], wstats[b], w)
                 wlog[b, arm] += math.log(w)
-            _add_unit(W, u[b, j], a[b, j], y[b, j], ylay[b, j], kv, gate_sum[b], stats[b])
+            _add_unit(W, u[b, j], a[b, j], y[b, j], ylay[b, j], kv, gate_sum[b], stats[b], tok_atom[b, j])
             _extremes_add(ext[b], yraw[b, j])
             refit[arm] = True
             if rw:  # the rule for outcomes with an atom, as it applies to the next unit's weight
@@ -1090,14 +1099,19 @@ class Engine:
         atom = np.zeros(b, bool) if state.atom is None else state.atom.copy()
         share = float(self._conj.atom) if self._conj is not None else 0.0
         ylay = np.asarray(y if y_layer is None else y_layer, float)
+        yraw = ylay if y_raw is None else np.asarray(y_raw, float)
+        if self.cfg.token_atom:  # in-context standardization: the layer sums the raw outcomes
+            st = stats.reshape(b, 2, -1).sum(1)
+            tok_atom = running_atom(yraw, st[:, 0], st[:, f * f], st[:, f * f + f], ext[:, 0])
+        else:
+            tok_atom = np.zeros((b, m, 2))
         if n0 > 0:
             wstats, wlog = state.wstats.copy(), state.wlog.copy()
         else:
             wstats = wlog = np.zeros((b, 0))
         update(self.weights, cache.keys, cache.values, t, gate_sum, stats, wstats, wlog,
                np.asarray(u, float).reshape(b, m, -1), np.asarray(a, float), np.asarray(y, float), ylay,
-               ylay if y_raw is None else np.asarray(y_raw, float), *side, state.side is None, ext, share, atom, n0,
-               self.lognormal)
+               yraw, *side, state.side is None, ext, share, atom, n0, self.lognormal, tok_atom)
         cache.filled = t + 1 + m
         if n0 <= 0:
             wstats = wlog = None

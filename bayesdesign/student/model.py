@@ -78,6 +78,7 @@ class StudentConfig:
     n_terms: int = 0
     standardize: bool = False
     token_asinh: bool = False
+    token_atom: bool = False
 
     def __post_init__(self):
         if self.d_model % self.n_heads:
@@ -89,13 +90,17 @@ class StudentConfig:
             raise ValueError(f"n_terms: expected 0 (no conjugate layer) or a positive integer, got {self.n_terms}")
         if self.standardize and not self.n_terms:
             raise ValueError("standardize: in-context standardization needs the conjugate layer (n_terms > 0)")
+        if self.token_atom and not self.standardize:
+            raise ValueError("token_atom: the atom features are taken of the raw outcomes, which the student sees "
+                             "only with in-context standardization (standardize=true)")
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> StudentConfig:
-        return cls(**{k: bool(v) if k in ("standardize", "token_asinh") else int(v) for k, v in data.items()})
+        flags = ("standardize", "token_asinh", "token_atom")
+        return cls(**{k: bool(v) if k in flags else int(v) for k, v in data.items()})
 
 
 class Context(NamedTuple):
@@ -146,6 +151,27 @@ def running_standardized(y: Tensor, mask: Tensor | None = None) -> Tensor:
     ok = (n > 1) & (var > 1e-12 * (c**2).clamp(min=1e-300)) & (m > 0)
     z = (y64 - c) / torch.sqrt(torch.where(ok, var, torch.ones_like(var)))
     return torch.where(ok, z, torch.zeros_like(z)).to(y.dtype)
+
+
+def running_atom(y: Tensor, mask: Tensor | None = None) -> Tensor:
+    r"""Per-unit atom features ``(B, N, 2)``: whether :math:`y_i` ties the running minimum
+    :math:`m_i = \min(y_1, \dots, y_i)`, and :math:`\log((y_i - m_i)/s_i)` (0 at the minimum),
+    :math:`s_i` the pooled sd of :math:`y_1, \dots, y_i` (0 while fewer than two distinct outcomes
+    exist). Unchanged by :math:`y \to c_0 + s_0 y` (:math:`s_0 > 0`) and fixed once a unit is appended,
+    like :func:`running_standardized`. For zero-inflated outcomes (revenue per visitor) these are the
+    purchase indicator and the log amount on the history's scale: the sufficient statistics of the
+    model's two parts, which standardized outcomes blur (a zero maps to :math:`-c_i/s_i`)."""
+    y64 = y.double()
+    m = torch.ones_like(y64) if mask is None else mask.double()
+    low = torch.cummin(torch.where(m > 0, y64, torch.full_like(y64, float("inf"))), 1).values
+    n = torch.cumsum(m, 1)
+    c = torch.cumsum(m * y64, 1) / n.clamp(min=1.0)
+    var = torch.cumsum(m * y64 * y64, 1) / n.clamp(min=1.0) - c**2
+    ok = (n > 1) & (var > 1e-12 * (c**2).clamp(min=1e-300)) & (m > 0)
+    tie = (m > 0) & (y64 <= low)
+    excess = (y64 - low) / torch.sqrt(torch.where(ok, var, torch.ones_like(var)))
+    log_excess = torch.log(torch.where(ok & ~tie, excess, torch.ones_like(excess))).clamp(-10.0, 10.0)
+    return torch.stack([tie.double(), log_excess], -1).to(y.dtype)
 
 
 def fourier(u: Tensor, n_freq: int) -> Tensor:
@@ -205,7 +231,7 @@ class StudentModel(nn.Module):
         k, e = cfg.n_classes, cfg.expert_hidden
         self.conj = ConjugateLayer(cfg.d, cfg.n_terms, k) if cfg.n_terms else None
         n_base = 6 * k if self.conj is not None else 0  # per class and arm: log sbar, mean and log sd of log sigma
-        self.token = _mlp([nf + 6, cfg.token_hidden, cfg.token_hidden, d])
+        self.token = _mlp([nf + 6 + (4 if cfg.token_atom else 0), cfg.token_hidden, cfg.token_hidden, d])
         self.token_norm = nn.LayerNorm(d)
         self.null = nn.Parameter(0.02 * torch.randn(d))
         self.query = _mlp([nf + 1 + 8 + n_base, cfg.token_hidden, d])
@@ -230,15 +256,17 @@ class StudentModel(nn.Module):
 
     # ------------------------------------------------------------------ history side
 
-    def embed(self, u: Tensor, a: Tensor, y: Tensor) -> Tensor:
-        """Per-token embeddings ``(B, N, D)``: each unit on its own (cacheable)."""
+    def embed(self, u: Tensor, a: Tensor, y: Tensor, atom: Tensor | None = None) -> Tensor:
+        """Per-token embeddings ``(B, N, D)``: each unit on its own (cacheable). ``atom`` (B, N, 2):
+        the units' :func:`running_atom` features (required with ``cfg.token_atom``)."""
         a = a.to(u.dtype)
         y = torch.asinh(y.to(u.dtype)) if self.cfg.token_asinh else y.to(u.dtype)
-        feats = torch.cat(
-            [fourier(u, self.cfg.n_freq), torch.stack([a, 1 - a, a * y, (1 - a) * y, a * y * y, (1 - a) * y * y], -1)],
-            dim=-1,
-        )
-        return self.token_norm(self.token(feats))
+        arm_y = torch.stack([a, 1 - a, a * y, (1 - a) * y, a * y * y, (1 - a) * y * y], -1)
+        parts = [fourier(u, self.cfg.n_freq), arm_y]
+        if self.cfg.token_atom:
+            atom = atom.to(u.dtype)
+            parts.append(torch.cat([a[..., None] * atom, (1 - a)[..., None] * atom], -1))
+        return self.token_norm(self.token(torch.cat(parts, dim=-1)))
 
     def moments(self, u: Tensor, a: Tensor, y: Tensor) -> Tensor:
         r"""Per-unit series moments ``(B, N, 6 P)``: :math:`\phi(u)\, [a = k]\, y^p` for the cosine
@@ -252,10 +280,11 @@ class StudentModel(nn.Module):
         out = phi[..., None, None, :] * arm[..., :, None, None] * powers[..., None, :, None]
         return out.flatten(-3)
 
-    def project(self, u: Tensor, a: Tensor, y: Tensor) -> tuple[list[Tensor], list[Tensor], Tensor]:
+    def project(self, u: Tensor, a: Tensor, y: Tensor, atom: Tensor | None = None
+                ) -> tuple[list[Tensor], list[Tensor], Tensor]:
         """Per-unit keys and values of every layer ``(B, N, D)`` and pooled features ``(B, N, pool_dim)``
         (each unit on its own: cacheable)."""
-        tokens = self.embed(u, a, y)
+        tokens = self.embed(u, a, y, atom)
         keys = [layer.k(tokens) for layer in self.layers]
         values = [layer.v(tokens) for layer in self.layers]
         g = torch.cat([self.moments(u, a, y), F.gelu(self.gate_token(tokens), approximate="tanh")], -1)
@@ -269,7 +298,7 @@ class StudentModel(nn.Module):
         """Encode a (padded) history into a :class:`Context` (``y`` as the policy passes it: with
         ``cfg.standardize``, raw outcomes, which the tokens see standardized in context)."""
         y_tok = running_standardized(y, mask) if self.cfg.standardize else y
-        keys, values, g = self.project(u, a, y_tok)
+        keys, values, g = self.project(u, a, y_tok, running_atom(y, mask) if self.cfg.token_atom else None)
         b = u.shape[0]
         nk, nv = self.null_kv()
         keys = [torch.cat([k0.expand(b, 1, -1), k], 1) for k0, k in zip(nk, keys, strict=True)]

@@ -31,7 +31,7 @@ from ..efficiency import extremes_init, extremes_update, has_atom
 from .checkpoint import Student, load_student, read_config
 from .engine import Engine, compiled_on_disk, standardize, to_unit
 from .model import Context
-from .scaling import Y_CLAMP, running_standardize
+from .scaling import Y_CLAMP, running_atom, running_standardize
 
 __all__ = ["StudentPolicy", "StudentState", "load_policy", "resolve_student_path"]
 
@@ -163,11 +163,11 @@ class StudentPolicy(SequentialPolicy):
         """The running extremes after outcomes ``y`` (B, m) and which histories now have an atom
         (:func:`~bayesdesign.efficiency.has_atom` with the teacher's ``atom`` share), or ``None``
         twice when the rule has no atom share."""
-        if not self.atom_share:
+        if not (self.atom_share or self.model.cfg.token_atom):
             return None, None
         y = np.asarray(y, float)
         ext = extremes_update(state.ext if state.ext is not None else extremes_init(len(y)), y)
-        return ext, has_atom(ext, state.t + y.shape[-1], self.atom_share)
+        return ext, has_atom(ext, state.t + y.shape[-1], self.atom_share) if self.atom_share else None
 
     def update(self, state, x, a, y, pi):
         """Embed the new units ``x`` (B, m, d), ``a``, ``y`` (B, m) and append them to the cache."""
@@ -188,14 +188,19 @@ class StudentPolicy(SequentialPolicy):
             if ylay is None:
                 ys = standardize(np.asarray(y, float), a, sc._y_maps[0], sc._y_maps[1], Y_CLAMP)
             return self.engine.update(state, u, a, np.asarray(ys, float), ylay, np.asarray(y, float))
+        tok = None
+        if self.model.cfg.token_atom:  # StudentConfig: only with in-context standardization
+            low = np.full(len(a), np.inf) if state.ext is None else state.ext[:, 0]
+            tok = self._tensor(running_atom(ylay, *pooled, low))
         ext, atom = self._atoms(state, y)
         with torch.inference_mode():
-            new = self._update_torch(state, sc.to_unit(x), a, sc.standardize(y, a) if ylay is None else ys, ylay, atom)
+            new = self._update_torch(state, sc.to_unit(x), a, sc.standardize(y, a) if ylay is None else ys, ylay, atom,
+                                     tok)
         return new._replace(ext=ext)
 
-    def _update_torch(self, state: StudentState, u, a, ys, ylay=None, atom=None) -> StudentState:
+    def _update_torch(self, state: StudentState, u, a, ys, ylay=None, atom=None, tok=None) -> StudentState:
         u, ys, af = self._tensor(u), self._tensor(ys), self._tensor(a)
-        keys, values, g = self.model.project(u, af, ys)
+        keys, values, g = self.model.project(u, af, ys, tok)
         cache = state.cache.append(state.t + 1, torch.stack([*keys, *values]))
         stats = state.stats
         if stats is not None:

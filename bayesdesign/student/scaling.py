@@ -28,7 +28,7 @@ from functools import cached_property
 
 import numpy as np
 
-__all__ = ["InputScaling", "Y_CLAMP", "running_standardize"]
+__all__ = ["InputScaling", "Y_CLAMP", "running_atom", "running_standardize"]
 
 Y_CLAMP = float("inf")  # kept as the compiled engine's argument; no finite clamp
 
@@ -46,6 +46,25 @@ def running_standardize(y: np.ndarray, n0: np.ndarray, s1: np.ndarray, s2: np.nd
     var = (np.asarray(s2, float)[:, None] + np.cumsum(y * y, 1)) / n - c**2
     ok = (n > 1) & (var > 1e-12 * np.maximum(c**2, 1e-300))
     return np.where(ok, (y - c) / np.sqrt(np.where(ok, var, 1.0)), 0.0)
+
+
+def running_atom(y: np.ndarray, n0: np.ndarray, s1: np.ndarray, s2: np.ndarray, low0: np.ndarray) -> np.ndarray:
+    r"""Atom features ``(B, m, 2)`` of new units' outcomes ``y`` (B, m): whether :math:`y_i` ties the
+    running minimum :math:`m_i` (of all outcomes up to and including unit :math:`i`; ``low0`` (B,)
+    the minimum of the earlier ones, ``inf`` for none), and :math:`\log((y_i - m_i)/s_i)` clamped to
+    :math:`[-10, 10]` (0 at the minimum, and while fewer than two distinct outcomes exist), given
+    the count ``n0``, sum ``s1`` and sum of squares ``s2`` (B,) of the earlier ones (as
+    :func:`running_standardize`). Float64. The torch form for training is
+    :func:`bayesdesign.student.model.running_atom`."""
+    y = np.asarray(y, dtype=float)
+    n = np.asarray(n0, float)[:, None] + np.arange(1, y.shape[1] + 1)
+    c = (np.asarray(s1, float)[:, None] + np.cumsum(y, 1)) / n
+    var = (np.asarray(s2, float)[:, None] + np.cumsum(y * y, 1)) / n - c**2
+    ok = (n > 1) & (var > 1e-12 * np.maximum(c**2, 1e-300))
+    low = np.minimum(np.asarray(low0, float)[:, None], np.minimum.accumulate(y, axis=1))
+    tie = y <= low
+    excess = np.where(ok & ~tie, (y - low) / np.sqrt(np.where(ok, var, 1.0)), 1.0)
+    return np.stack([tie.astype(float), np.clip(np.log(excess), -10.0, 10.0)], -1)
 
 
 @dataclass(frozen=True)
