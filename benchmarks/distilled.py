@@ -104,16 +104,23 @@ def main() -> None:
     ap.add_argument("--cache", type=Path, help="keep the NUTS teacher's runs here (the slow part) for reruns")
     ap.add_argument("--teacher-only", action="store_true", help="only run (and cache) the NUTS teacher designs")
     ap.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
+    ap.add_argument("--models", default=",".join(CASES),
+                    help="comma-separated subset of the students (the section is written only for all of them)")
     args = ap.parse_args()
+    models = [m.strip() for m in args.models.split(",")]
+    unknown = sorted(set(models) - set(CASES))
+    if unknown:
+        ap.error(f"--models: unknown {', '.join(unknown)}; expected some of {', '.join(CASES)}")
     reps, horizon = (8, 100) if args.quick else (args.reps, args.horizon)
     if args.teacher_only:
-        for label in CASES:
+        for label in models:
             teacher_run(label, reps, horizon, args.seed, args.cache)
         return
     held = {"revenue": args.heldout_revenue, "student-t": args.heldout_student_t}
     im, dz, paired, training = [], [], [], []
     with tempfile.TemporaryDirectory() as tmp:
-        for label, (prior, student, _, seed) in CASES.items():
+        for label in models:
+            prior, student, _, seed = CASES[label]
             path = held[label]
             if path is None:
                 path = generate_traces(prior, "nuts", 8 if args.quick else 64, 500, 8, Path(tmp) / f"{label}.nc",
@@ -157,7 +164,7 @@ Student less NUTS teacher, design variance ratio (paired over replications):
 
 {md_table(paired, list(paired[0]))}
 """
-    if not args.no_write:
+    if not args.no_write and len(models) == len(CASES):
         write_section("distilled", body)
 
 

@@ -17,8 +17,8 @@ DATA = Path(__file__).parent / "data"
 # name: held-out excerpt, the most pi_mae may be as a fraction of pi_mae_untrained, examples left
 # out (the revenue excerpt has one label whose log-sd overflowed, recorded before the model's
 # moments were computed in log space)
-CASES = {"pretrained-student-t": ("heldout-student-t.nc", 0.7, 0),
-         "pretrained-revenue": ("heldout-revenue.nc", 0.6, 1)}
+CASES = {"pretrained-student-t": ("heldout-student-t.nc", 0.6, 0),  # measured 0.50
+         "pretrained-revenue": ("heldout-revenue.nc", 0.55, 1)}  # measured 0.43
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
