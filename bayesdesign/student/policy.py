@@ -161,8 +161,9 @@ class StudentPolicy(SequentialPolicy):
 
     def _atoms(self, state, y) -> tuple[np.ndarray | None, np.ndarray | None]:
         """The running extremes after outcomes ``y`` (B, m) and which histories now have an atom
-        (:func:`~bayesdesign.efficiency.has_atom` with the teacher's ``atom`` share), or ``None``
-        twice when the rule has no atom share."""
+        (:func:`~bayesdesign.efficiency.has_atom` with the teacher's ``atom`` share; ``None`` when
+        the rule has none). The extremes are ``None`` too unless the rule has an atom share or the
+        tokens see atom features (``token_atom``: the running minimum)."""
         if not (self.atom_share or self.model.cfg.token_atom):
             return None, None
         y = np.asarray(y, float)
