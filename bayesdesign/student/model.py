@@ -136,6 +136,18 @@ class HistorySummary(NamedTuple):
     summary: Tensor
 
 
+def _running_moments(y: Tensor, mask: Tensor | None) -> tuple[Tensor, ...]:
+    """Float64 ``y``, the mask as 0/1, and per unit the pooled mean and variance of the outcomes up to
+    and including it, and whether they are defined (a real unit, two distinct outcomes so far)."""
+    y64 = y.double()
+    m = torch.ones_like(y64) if mask is None else mask.double()
+    n = torch.cumsum(m, 1)
+    c = torch.cumsum(m * y64, 1) / n.clamp(min=1.0)
+    var = torch.cumsum(m * y64 * y64, 1) / n.clamp(min=1.0) - c**2
+    ok = (n > 1) & (var > 1e-12 * (c**2).clamp(min=1e-300)) & (m > 0)
+    return y64, m, c, var, ok
+
+
 def running_standardized(y: Tensor, mask: Tensor | None = None) -> Tensor:
     r"""History tokens' outcomes under in-context standardization: unit :math:`i` carries
     :math:`(y_i - c_i)/s_i`, with :math:`c_i, s_i` the pooled mean and sd of the outcomes of units
@@ -143,12 +155,7 @@ def running_standardized(y: Tensor, mask: Tensor | None = None) -> Tensor:
     appended and the tokens are invariant to :math:`y \to c_0 + s_0 y` (:math:`s_0 > 0`).
     ``y`` (B, N); ``mask`` (B, N) marks real units (padding at the end). The same map as
     :func:`bayesdesign.student.scaling.running_standardize`, which the policy uses unit by unit."""
-    y64 = y.double()
-    m = torch.ones_like(y64) if mask is None else mask.double()
-    n = torch.cumsum(m, 1)
-    c = torch.cumsum(m * y64, 1) / n.clamp(min=1.0)
-    var = torch.cumsum(m * y64 * y64, 1) / n.clamp(min=1.0) - c**2
-    ok = (n > 1) & (var > 1e-12 * (c**2).clamp(min=1e-300)) & (m > 0)
+    y64, _, c, var, ok = _running_moments(y, mask)
     z = (y64 - c) / torch.sqrt(torch.where(ok, var, torch.ones_like(var)))
     return torch.where(ok, z, torch.zeros_like(z)).to(y.dtype)
 
@@ -161,13 +168,8 @@ def running_atom(y: Tensor, mask: Tensor | None = None) -> Tensor:
     like :func:`running_standardized`. For zero-inflated outcomes (revenue per visitor) these are the
     purchase indicator and the log amount on the history's scale: the sufficient statistics of the
     model's two parts, which standardized outcomes blur (a zero maps to :math:`-c_i/s_i`)."""
-    y64 = y.double()
-    m = torch.ones_like(y64) if mask is None else mask.double()
+    y64, m, _, var, ok = _running_moments(y, mask)
     low = torch.cummin(torch.where(m > 0, y64, torch.full_like(y64, float("inf"))), 1).values
-    n = torch.cumsum(m, 1)
-    c = torch.cumsum(m * y64, 1) / n.clamp(min=1.0)
-    var = torch.cumsum(m * y64 * y64, 1) / n.clamp(min=1.0) - c**2
-    ok = (n > 1) & (var > 1e-12 * (c**2).clamp(min=1e-300)) & (m > 0)
     tie = (m > 0) & (y64 <= low)
     excess = (y64 - low) / torch.sqrt(torch.where(ok, var, torch.ones_like(var)))
     log_excess = torch.log(torch.where(ok & ~tie, excess, torch.ones_like(excess))).clamp(-10.0, 10.0)

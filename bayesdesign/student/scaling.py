@@ -33,6 +33,15 @@ __all__ = ["InputScaling", "Y_CLAMP", "running_atom", "running_standardize"]
 Y_CLAMP = float("inf")  # kept as the compiled engine's argument; no finite clamp
 
 
+def _running_moments(y: np.ndarray, n0, s1, s2) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per new unit the pooled mean and variance of all outcomes up to and including it, and
+    whether they are defined (two distinct outcomes so far), given the earlier count and sums."""
+    n = np.asarray(n0, float)[:, None] + np.arange(1, y.shape[1] + 1)
+    c = (np.asarray(s1, float)[:, None] + np.cumsum(y, 1)) / n
+    var = (np.asarray(s2, float)[:, None] + np.cumsum(y * y, 1)) / n - c**2
+    return c, var, (n > 1) & (var > 1e-12 * np.maximum(c**2, 1e-300))
+
+
 def running_standardize(y: np.ndarray, n0: np.ndarray, s1: np.ndarray, s2: np.ndarray) -> np.ndarray:
     r"""Outcomes of new units ``y`` (B, m) as history tokens under in-context standardization:
     :math:`(y_i - c_i)/s_i`, :math:`c_i, s_i` the pooled mean and sd of all outcomes up to and
@@ -41,10 +50,7 @@ def running_standardize(y: np.ndarray, n0: np.ndarray, s1: np.ndarray, s2: np.nd
     ``standardized_state``). Float64. Invariant to :math:`y \to c_0 + s_0 y` (:math:`s_0 > 0`);
     the torch form for training is :func:`bayesdesign.student.model.running_standardized`."""
     y = np.asarray(y, dtype=float)
-    n = np.asarray(n0, float)[:, None] + np.arange(1, y.shape[1] + 1)
-    c = (np.asarray(s1, float)[:, None] + np.cumsum(y, 1)) / n
-    var = (np.asarray(s2, float)[:, None] + np.cumsum(y * y, 1)) / n - c**2
-    ok = (n > 1) & (var > 1e-12 * np.maximum(c**2, 1e-300))
+    c, var, ok = _running_moments(y, n0, s1, s2)
     return np.where(ok, (y - c) / np.sqrt(np.where(ok, var, 1.0)), 0.0)
 
 
@@ -57,10 +63,7 @@ def running_atom(y: np.ndarray, n0: np.ndarray, s1: np.ndarray, s2: np.ndarray, 
     :func:`running_standardize`). Float64. The torch form for training is
     :func:`bayesdesign.student.model.running_atom`."""
     y = np.asarray(y, dtype=float)
-    n = np.asarray(n0, float)[:, None] + np.arange(1, y.shape[1] + 1)
-    c = (np.asarray(s1, float)[:, None] + np.cumsum(y, 1)) / n
-    var = (np.asarray(s2, float)[:, None] + np.cumsum(y * y, 1)) / n - c**2
-    ok = (n > 1) & (var > 1e-12 * np.maximum(c**2, 1e-300))
+    c, var, ok = _running_moments(y, n0, s1, s2)
     low = np.minimum(np.asarray(low0, float)[:, None], np.minimum.accumulate(y, axis=1))
     tie = y <= low
     excess = np.where(ok & ~tie, (y - low) / np.sqrt(np.where(ok, var, 1.0)), 1.0)
